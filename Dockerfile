@@ -1,0 +1,43 @@
+# syntax=docker/dockerfile:1
+# Baton: one image for the web process (gunicorn), the Celery worker and Celery beat.
+FROM python:3.11-slim
+
+ENV PYTHONDONTWRITEBYTECODE=1 \
+    PYTHONUNBUFFERED=1 \
+    PIP_NO_CACHE_DIR=1 \
+    PIP_DISABLE_PIP_VERSION_CHECK=1 \
+    BATON_VAR_DIR=/app/var \
+    STATIC_ROOT=/app/staticfiles
+
+WORKDIR /app
+
+RUN groupadd --system --gid 10001 baton \
+    && useradd --system --uid 10001 --gid baton --home-dir /app --no-create-home \
+       --shell /usr/sbin/nologin baton
+
+# Dependencies first, so that code changes do not reinstall them.
+COPY requirements.lock ./
+RUN pip install --no-cache-dir -r requirements.lock
+
+COPY . .
+
+# Collect static files into the image. Production settings are used so that the
+# manifest that CompressedManifestStaticFilesStorage needs at run time is written
+# (development settings use the plain storage, which writes no manifest). The
+# SECRET_KEY and ALLOWED_HOSTS below exist only for this step: nothing is signed
+# with them and they are not kept in the image's environment.
+ARG BUILD_SECRET_KEY=collectstatic-build-step-only-not-a-secret
+RUN BATON_ENV=production \
+    SECRET_KEY="${BUILD_SECRET_KEY}" \
+    ALLOWED_HOSTS=build.invalid \
+    BATON_VAR_DIR=/tmp/baton-build \
+    python manage.py collectstatic --noinput \
+    && rm -rf /tmp/baton-build \
+    && mkdir -p /app/var \
+    && chown baton:baton /app/var
+
+USER baton
+
+EXPOSE 8000
+
+CMD ["gunicorn", "controlplane.wsgi:application", "--bind", "0.0.0.0:8000"]

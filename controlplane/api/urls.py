@@ -1,0 +1,10 @@
+"""/api/v1: each app contributes its own urls module."""
+
+from django.urls import include, path
+
+from . import views
+
+urlpatterns = [
+    path("audit/verify", views.AuditVerifyView.as_view(), name="api-audit-verify"),
+    path("", include("runs.api.urls")),
+]

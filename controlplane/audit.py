@@ -1,0 +1,133 @@
+"""The audit ledger: append events to the hash chain and verify it.
+
+`record()` is the only writer. Callers invoke it inside the transaction of the change they
+audit, as late as they can: on PostgreSQL it takes a transaction-level advisory lock that
+serialises appenders until commit, which is what keeps the chain from forking when many
+workers write at once (SQLite serialises writers by itself).
+"""
+
+import hashlib
+from dataclasses import dataclass
+from datetime import UTC
+from typing import Any
+
+from django.db import connection, models, transaction
+
+from .canonical import canonical_json, digest
+from .dbtime import database_now
+from .models import GENESIS_HASH, AuditEvent
+
+# Any constant works; it only has to be the same in every process that appends.
+_LEDGER_LOCK_KEY = 0x6261746F6E  # "baton"
+_VERIFY_BATCH = 5000
+
+
+@dataclass(frozen=True)
+class ObjectRef:
+    """What an event is about, when it is not a model instance (or no longer exists)."""
+
+    type: str
+    id: str
+
+
+def record(
+    actor: Any,
+    action: str,
+    obj: models.Model | ObjectRef,
+    payload: dict | None = None,
+    *,
+    trace_id: str = "",
+    run_id: Any = "",
+    release_id: str = "",
+) -> AuditEvent:
+    """Append one event to the ledger and return it."""
+    if isinstance(obj, models.Model):
+        ref = ObjectRef(type=obj._meta.label_lower, id=str(obj.pk))
+    else:
+        ref = obj
+    payload = payload or {}
+    with transaction.atomic():
+        _lock_ledger()
+        head = AuditEvent.objects.order_by("-seq").values_list("seq", "hash").first()
+        seq, prev_hash = (head[0] + 1, head[1]) if head else (1, GENESIS_HASH)
+        event = AuditEvent(
+            seq=seq,
+            created_at=database_now(),
+            actor=str(actor),
+            action=action,
+            object_type=ref.type,
+            object_id=ref.id,
+            trace_id=trace_id,
+            run_id=str(run_id or ""),
+            release_id=release_id,
+            payload=payload,
+            payload_digest=digest(payload),
+            prev_hash=prev_hash,
+        )
+        event.hash = chain_hash(prev_hash, event)
+        event.save(force_insert=True)
+    return event
+
+
+def chain_hash(prev_hash: str, event: AuditEvent) -> str:
+    """sha256(prev_hash || canonical JSON of the event's fields)."""
+    body = {
+        "seq": event.seq,
+        "created_at": event.created_at.astimezone(UTC).isoformat(timespec="microseconds"),
+        "actor": event.actor,
+        "action": event.action,
+        "object_type": event.object_type,
+        "object_id": event.object_id,
+        "trace_id": event.trace_id,
+        "run_id": event.run_id,
+        "release_id": event.release_id,
+        "payload_digest": event.payload_digest,
+    }
+    return hashlib.sha256(prev_hash.encode() + canonical_json(body)).hexdigest()
+
+
+@dataclass(frozen=True)
+class VerifyResult:
+    ok: bool
+    checked: int
+    first_bad: int | None
+    reason: str = ""
+
+    def as_dict(self) -> dict:
+        return {"ok": self.ok, "checked": self.checked, "first_bad": self.first_bad, "reason": self.reason}
+
+
+def verify_chain() -> VerifyResult:
+    """Walk the whole chain in order, in bounded memory, and report the first broken event.
+
+    Finds an edited field or payload (digest/hash mismatch), a deleted or inserted event
+    (gap in `seq` or a broken prev_hash link) and events reordered by rewriting seq.
+    """
+    checked = 0
+    expected_seq, prev_hash = 1, GENESIS_HASH
+    events = AuditEvent.objects.order_by("seq").iterator(chunk_size=_VERIFY_BATCH)
+    for event in events:
+        problem = _event_problem(event, expected_seq, prev_hash)
+        if problem:
+            return VerifyResult(ok=False, checked=checked, first_bad=event.seq, reason=problem)
+        checked += 1
+        expected_seq, prev_hash = event.seq + 1, event.hash
+    return VerifyResult(ok=True, checked=checked, first_bad=None)
+
+
+def _event_problem(event: AuditEvent, expected_seq: int, prev_hash: str) -> str:
+    if event.seq != expected_seq:
+        return f"sequence gap: expected #{expected_seq}"
+    if event.prev_hash != prev_hash:
+        return "link to the previous event is broken"
+    if digest(event.payload) != event.payload_digest:
+        return "payload does not match its digest"
+    if chain_hash(prev_hash, event) != event.hash:
+        return "event fields do not match its hash"
+    return ""
+
+
+def _lock_ledger() -> None:
+    if connection.vendor == "postgresql":
+        with connection.cursor() as cursor:
+            cursor.execute("SELECT pg_advisory_xact_lock(%s)", [_LEDGER_LOCK_KEY])

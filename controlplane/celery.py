@@ -1,0 +1,19 @@
+"""The Celery application of the data plane (the standard Django recipe)."""
+
+import os
+
+from celery import Celery
+from celery.signals import worker_process_init
+
+os.environ.setdefault("DJANGO_SETTINGS_MODULE", "controlplane.settings")
+
+app = Celery("baton")
+app.config_from_object("django.conf:settings", namespace="CELERY")
+app.autodiscover_tasks()
+
+
+@worker_process_init.connect
+def _start_worker_telemetry(**_kwargs) -> None:
+    from controlplane.telemetry import configure_tracing
+
+    configure_tracing(instrument_celery=True)

@@ -1,0 +1,11 @@
+"""One helper for pages that render whole or as an htmx partial from the same view."""
+
+from django.http import HttpRequest, HttpResponse
+from django.shortcuts import render
+
+
+def render_page(request: HttpRequest, template: str, partial: str, context: dict) -> HttpResponse:
+    """The full page, or only `partial` when htmx asks for a fragment of it."""
+    htmx = getattr(request, "htmx", None)
+    wants_partial = bool(htmx) and not htmx.boosted and not htmx.history_restore_request
+    return render(request, partial if wants_partial else template, context)

@@ -1,0 +1,139 @@
+"""Identities and roles: users in role groups, and the API keys that act for them.
+
+A request's effective rights are its user's roles, narrowed by the key's scopes when it
+came with an API key (a key can never do more than its user).
+"""
+
+import hashlib
+import secrets
+from dataclasses import dataclass
+from datetime import timedelta
+
+from django.contrib.auth.models import AbstractBaseUser, AnonymousUser
+from django.db import transaction
+from django.utils import timezone
+
+from .audit import record
+from .models import ApiKey
+
+REVIEWER, PLATFORM, AUDITOR, ADMIN = "reviewer", "platform", "auditor", "admin"
+ROLES = (REVIEWER, PLATFORM, AUDITOR, ADMIN)
+
+SCOPES = {
+    "tasks:write": "submit tasks",
+    "runs:read": "read runs and their events",
+    "runs:operate": "cancel, retry and replay runs",
+    "approvals:read": "read the approval inbox",
+    "approvals:decide": "approve or reject pending actions",
+    "registry:read": "read agents, artifacts and releases",
+    "registry:write": "change agents, artifacts and releases",
+    "policy:read": "read policy decisions",
+    "audit:read": "verify the ledger and export evidence",
+}
+DEFAULT_KEY_SCOPES = ("tasks:write", "runs:read")
+
+_KEY_PREFIX = "baton"
+
+
+def user_roles(user: AbstractBaseUser | AnonymousUser) -> frozenset[str]:
+    """The user's role names, cached on the user object for the request."""
+    if not user.is_authenticated:
+        return frozenset()
+    if not hasattr(user, "_baton_roles"):
+        names = set(user.groups.filter(name__in=ROLES).values_list("name", flat=True))
+        if user.is_superuser:
+            names.add(ADMIN)
+        user._baton_roles = frozenset(names)
+    return user._baton_roles
+
+
+def has_role(user: AbstractBaseUser | AnonymousUser, *roles: str) -> bool:
+    return bool(user_roles(user) & set(roles))
+
+
+@dataclass(frozen=True)
+class Actor:
+    """Who did something, as the audit ledger names them."""
+
+    name: str
+    kind: str = "user"  # user, agent or system
+    credential: str = ""  # the API key prefix, when the request came with one
+
+    def __str__(self) -> str:
+        label = f"{self.kind}:{self.name}"
+        return f"{label} key:{self.credential}" if self.credential else label
+
+
+def actor_for(user: AbstractBaseUser, api_key: ApiKey | None = None) -> Actor:
+    return Actor(name=user.get_username(), credential=api_key.prefix if api_key else "")
+
+
+@dataclass(frozen=True)
+class IssuedKey:
+    api_key: ApiKey
+    secret: str  # shown once; only its hash is stored
+
+
+def hash_key(raw_key: str) -> str:
+    # Keys carry 256 random bits, so a fast hash is safe here: a slow password hash only
+    # helps against guessable secrets, and would cost every API request.
+    return hashlib.sha256(raw_key.encode()).hexdigest()
+
+
+@transaction.atomic
+def api_key_issue(
+    *,
+    user: AbstractBaseUser,
+    name: str,
+    scopes: list[str] | tuple[str, ...] = DEFAULT_KEY_SCOPES,
+    expires_in: timedelta | None = None,
+    issued_by: Actor,
+) -> IssuedKey:
+    unknown = sorted(set(scopes) - SCOPES.keys())
+    if unknown:
+        raise ValueError(f"unknown scope(s): {', '.join(unknown)}; known: {', '.join(sorted(SCOPES))}")
+    prefix = secrets.token_hex(4)
+    raw_key = f"{_KEY_PREFIX}_{prefix}_{secrets.token_urlsafe(32)}"
+    api_key = ApiKey.objects.create(
+        user=user,
+        name=name,
+        prefix=prefix,
+        key_hash=hash_key(raw_key),
+        scopes=sorted(set(scopes)),
+        expires_at=timezone.now() + expires_in if expires_in else None,
+    )
+    record(
+        issued_by,
+        "api_key.issued",
+        api_key,
+        {
+            "user": user.get_username(),
+            "name": name,
+            "scopes": api_key.scopes,
+            "expires_at": api_key.expires_at.isoformat() if api_key.expires_at else None,
+        },
+    )
+    return IssuedKey(api_key=api_key, secret=raw_key)
+
+
+@transaction.atomic
+def api_key_revoke(*, api_key: ApiKey, revoked_by: Actor) -> ApiKey:
+    if api_key.revoked_at is None:
+        api_key.revoked_at = timezone.now()
+        api_key.save(update_fields=["revoked_at"])
+        record(revoked_by, "api_key.revoked", api_key, {"user": api_key.user.get_username()})
+    return api_key
+
+
+def api_key_authenticate(raw_key: str) -> ApiKey | None:
+    """The usable key matching `raw_key`, or None (unknown, revoked, expired, inactive user)."""
+    if not raw_key.startswith(f"{_KEY_PREFIX}_"):
+        return None
+    api_key = ApiKey.objects.usable().select_related("user").filter(key_hash=hash_key(raw_key)).first()
+    if api_key is None:
+        return None
+    now = timezone.now()
+    # Touch at most once a minute: a write per request would serialise busy clients.
+    if api_key.last_used_at is None or now - api_key.last_used_at > timedelta(minutes=1):
+        ApiKey.objects.filter(pk=api_key.pk).update(last_used_at=now)
+    return api_key

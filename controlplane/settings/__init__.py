@@ -1,0 +1,5 @@
+"""Settings: one base module plus one module per concern, all read from the environment."""
+
+from .base import *  # noqa: F403
+from .celery import *  # noqa: F403
+from .telemetry import *  # noqa: F403

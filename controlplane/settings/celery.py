@@ -1,0 +1,56 @@
+"""Celery: the data plane's broker and worker behaviour.
+
+PostgreSQL is the system of record; the broker only carries "advance run X" messages,
+so losing one never loses a run (the sweeper re-enqueues expired leases).
+"""
+
+from .env import VAR_DIR, env
+
+REDIS_URL = env.str("REDIS_URL", default="")
+
+if REDIS_URL:
+    CELERY_BROKER_URL = REDIS_URL
+    # Longer than any step can take, so that Redis never re-delivers a message whose
+    # worker is still busy with it.
+    CELERY_BROKER_TRANSPORT_OPTIONS = {
+        "visibility_timeout": env.int("CELERY_VISIBILITY_TIMEOUT", default=3600)
+    }
+else:
+    # A broker that needs no server: messages are files under var/broker.
+    _broker_dir = VAR_DIR / "broker"
+    CELERY_BROKER_URL = "filesystem://"
+    CELERY_BROKER_TRANSPORT_OPTIONS = {
+        "data_folder_in": str(_broker_dir),
+        "data_folder_out": str(_broker_dir),
+        "control_folder": str(VAR_DIR / "broker-control"),
+        "store_processed": False,
+        "polling_interval": 0.2,
+    }
+    for _folder in (_broker_dir, VAR_DIR / "broker-control"):
+        _folder.mkdir(parents=True, exist_ok=True)
+
+CELERY_TASK_DEFAULT_QUEUE = env.str("CELERY_QUEUE", default="baton")
+CELERY_TASK_SERIALIZER = "json"
+CELERY_RESULT_SERIALIZER = "json"
+CELERY_ACCEPT_CONTENT = ["json"]
+CELERY_TASK_IGNORE_RESULT = True
+CELERY_TASK_ACKS_LATE = True
+CELERY_TASK_REJECT_ON_WORKER_LOST = True
+CELERY_WORKER_PREFETCH_MULTIPLIER = 1
+CELERY_WORKER_HIJACK_ROOT_LOGGER = False
+CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
+CELERY_TASK_ALWAYS_EAGER = env.bool("CELERY_TASK_ALWAYS_EAGER", default=False)
+CELERY_BEAT_SCHEDULE_FILENAME = str(VAR_DIR / "celerybeat-schedule")
+
+# How long a worker owns a run before the sweeper may hand it to another worker.
+RUN_LEASE_SECONDS = env.int("RUN_LEASE_SECONDS", default=60)
+RUN_SWEEP_INTERVAL_SECONDS = env.int("RUN_SWEEP_INTERVAL_SECONDS", default=30)
+
+CELERY_BEAT_SCHEDULE = {
+    "sweep-expired-run-leases": {
+        "task": "runs.tasks.sweep_expired_leases",
+        "schedule": RUN_SWEEP_INTERVAL_SECONDS,
+    },
+}
+# A worker gives a run back to the queue after this long, so long runs cannot starve others.
+RUN_TIME_SLICE_SECONDS = env.float("RUN_TIME_SLICE_SECONDS", default=5.0)

@@ -1,0 +1,61 @@
+"""Demo users and runs for a first local start."""
+
+from dataclasses import dataclass
+
+from django.contrib.auth import get_user_model
+from django.contrib.auth.models import Group
+from django.db import transaction
+
+from controlplane.identity import ADMIN, AUDITOR, PLATFORM, REVIEWER, Actor
+from runs.services import task_submit
+
+DEMO_PASSWORD_HINT = "local demo only; change them before sharing this instance"
+
+# (username, role group or "" for a plain requester, password)
+DEMO_USERS = (
+    ("requester", "", "requester-demo-pass"),
+    ("reviewer", REVIEWER, "reviewer-demo-pass"),
+    ("reviewer2", REVIEWER, "reviewer2-demo-pass"),
+    ("platform", PLATFORM, "platform-demo-pass"),
+    ("auditor", AUDITOR, "auditor-demo-pass"),
+    ("admin", ADMIN, "admin-demo-pass"),
+)
+
+DEMO_CASES = (
+    ("CASE-1001", {"text": "I want my money back for order #123"}),
+    ("CASE-1002", {"text": "The export page shows an error since this morning"}),
+    ("CASE-1003", {"text": "How do I add a second reviewer to my team?"}),
+)
+
+
+@dataclass(frozen=True)
+class DemoResult:
+    logins: list[tuple[str, str, str]]
+    runs_created: int
+
+
+@transaction.atomic
+def demo_load() -> DemoResult:
+    """Idempotent: users are created once (passwords reset), runs once per case id."""
+    users = {}
+    for username, role, password in DEMO_USERS:
+        user, _ = get_user_model().objects.get_or_create(username=username)
+        user.set_password(password)
+        user.is_staff = user.is_superuser = role == ADMIN
+        user.save()
+        user.groups.set([Group.objects.get(name=role)] if role else [])
+        users[username] = user
+    requester = users["requester"]
+    runs_created = 0
+    for case_id, payload in DEMO_CASES:
+        submission = task_submit(
+            requester=requester,
+            actor=Actor(name="demo", kind="system"),
+            workflow="builtin.intake",
+            case_id=case_id,
+            input=payload,
+            idempotency_key=f"demo-{case_id}",
+        )
+        runs_created += submission.created
+    logins = [(username, role or "requester", password) for username, role, password in DEMO_USERS]
+    return DemoResult(logins=logins, runs_created=runs_created)
