@@ -1,5 +1,7 @@
 """Core Django settings. Read from the environment; see the README's configuration table."""
 
+from pathlib import Path
+
 from django.core.exceptions import ImproperlyConfigured
 
 from .env import BASE_DIR, VAR_DIR, env, local_secret_key, secret
@@ -111,7 +113,7 @@ USE_TZ = True
 
 STATIC_URL = "static/"
 STATICFILES_DIRS = [BASE_DIR / "static"]
-STATIC_ROOT = env.path("STATIC_ROOT", default=str(VAR_DIR / "staticfiles"))
+STATIC_ROOT = Path(env.str("STATIC_ROOT", default=str(VAR_DIR / "staticfiles")))
 STORAGES = {
     "default": {"BACKEND": "django.core.files.storage.FileSystemStorage"},
     "staticfiles": {
@@ -122,6 +124,8 @@ STORAGES = {
 }
 # Serve static files straight from the finders when collectstatic has not run (local runs).
 WHITENOISE_USE_FINDERS = not PRODUCTION
+if not PRODUCTION:
+    STATIC_ROOT.mkdir(parents=True, exist_ok=True)
 
 # Request bodies over this size are refused with 413 (API and forms alike).
 MAX_REQUEST_BODY_BYTES = env.int("BATON_MAX_BODY_BYTES", default=1024 * 1024)

@@ -1,0 +1,92 @@
+"""Personas, API clients and a real Celery worker process for the test suite."""
+
+import uuid
+
+import pytest
+from django.db import connection
+from rest_framework.test import APIClient
+
+from controlplane.celery import app as celery_app
+from controlplane.identity import ADMIN, AUDITOR, PLATFORM, REVIEWER, Actor, api_key_issue
+
+from .factories import UserFactory
+from .support.worker import WorkerProcess
+
+PASSWORD = "correct-horse-battery"
+
+
+@pytest.fixture(scope="session", autouse=True)
+def isolated_celery_queue():
+    """A queue of our own, so no message from another run (or a dev instance) reaches our workers."""
+    queue = f"baton-test-{uuid.uuid4().hex[:8]}"
+    celery_app.conf.task_default_queue = queue
+    yield queue
+    with celery_app.connection_for_write() as broker:
+        broker.default_channel.queue_purge(queue)
+
+
+@pytest.fixture(autouse=True)
+def fast_password_hashing(settings):
+    settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
+
+
+@pytest.fixture
+def requester(db):
+    return UserFactory(username="requester")
+
+
+@pytest.fixture
+def reviewer(db):
+    return UserFactory(username="reviewer", roles=[REVIEWER])
+
+
+@pytest.fixture
+def platform_user(db):
+    return UserFactory(username="platform", roles=[PLATFORM])
+
+
+@pytest.fixture
+def auditor(db):
+    return UserFactory(username="auditor", roles=[AUDITOR])
+
+
+@pytest.fixture
+def admin_user(db):
+    return UserFactory(username="admin", roles=[ADMIN])
+
+
+@pytest.fixture
+def outsider(db):
+    return UserFactory(username="outsider")
+
+
+@pytest.fixture
+def api_client():
+    return APIClient()
+
+
+@pytest.fixture
+def client_for():
+    """An API client authenticated with a fresh API key of `user` carrying `scopes`."""
+
+    def make(user, scopes=("tasks:write", "runs:read")) -> APIClient:
+        issued = api_key_issue(user=user, name="test", scopes=scopes, issued_by=Actor("tests", kind="system"))
+        client = APIClient()
+        client.credentials(HTTP_AUTHORIZATION=f"Bearer {issued.secret}")
+        return client
+
+    return make
+
+
+@pytest.fixture
+def committed_db(transactional_db):
+    """Data committed for real, visible to other processes (a worker) and other connections."""
+
+
+@pytest.fixture
+def worker(committed_db, isolated_celery_queue, tmp_path):
+    """A real Celery worker process on the test database and our queue."""
+    process = WorkerProcess(connection.settings_dict, queue=isolated_celery_queue, log_dir=tmp_path)
+    process.start()
+    yield process
+    process.stop()

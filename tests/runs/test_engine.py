@@ -1,0 +1,150 @@
+"""The run engine in process: leases, checkpoints, audit, sweeper (the worker tests run it for real)."""
+
+from datetime import timedelta
+
+import pytest
+from django.utils import timezone
+
+from controlplane.audit import verify_chain
+from controlplane.identity import Actor
+from controlplane.models import AuditEvent
+from runs import services, workflows
+from runs.models import Run, StepCheckpoint
+
+pytestmark = pytest.mark.django_db
+
+
+@pytest.fixture
+def submitted_run(requester):
+    return services.task_submit(
+        requester=requester,
+        actor=Actor("requester"),
+        workflow="builtin.intake",
+        case_id="CASE-7",
+        input={"text": "I want my money back"},
+    ).run
+
+
+def run_events(run):
+    return list(AuditEvent.objects.filter(run_id=str(run.pk)).values_list("action", flat=True))
+
+
+def test_a_worker_runs_every_step_with_one_checkpoint_each(submitted_run):
+    services.run_advance(run_id=str(submitted_run.pk), worker="w1")
+
+    run = Run.objects.get(pk=submitted_run.pk)
+    assert run.status == Run.Status.SUCCEEDED
+    assert run.finished_at is not None and run.lease_owner == ""
+    steps = list(run.checkpoints.order_by("sequence").values_list("state", "output"))
+    assert steps == [
+        ("classify", {"intent": "refund", "characters": 20}),
+        ("acknowledge", {"intent": "refund", "message": "Case CASE-7: your refund has been received."}),
+    ]
+    assert run_events(run) == [
+        "run.created",
+        "run.started",
+        "run.step.completed",
+        "run.step.completed",
+        "run.succeeded",
+    ]
+    transition = AuditEvent.objects.filter(action="run.step.completed").first()
+    assert transition.payload["state"] == "classify" and transition.payload["next_state"] == "acknowledge"
+    assert verify_chain().ok
+
+
+def test_a_duplicate_delivery_changes_nothing(submitted_run):
+    services.run_advance(run_id=str(submitted_run.pk), worker="w1")
+    before = run_events(submitted_run)
+
+    services.run_advance(run_id=str(submitted_run.pk), worker="w2")
+
+    assert run_events(submitted_run) == before
+    assert StepCheckpoint.objects.filter(run=submitted_run).count() == 2
+
+
+def test_a_run_leased_to_a_live_worker_is_left_alone(submitted_run):
+    Run.objects.filter(pk=submitted_run.pk).update(
+        lease_owner="other", lease_expires_at=timezone.now() + timedelta(minutes=5)
+    )
+
+    services.run_advance(run_id=str(submitted_run.pk), worker="w1")
+
+    assert Run.objects.get(pk=submitted_run.pk).status == Run.Status.QUEUED
+    assert not StepCheckpoint.objects.exists()
+
+
+def test_the_sweeper_requeues_runs_whose_lease_expired(submitted_run, django_capture_on_commit_callbacks):
+    Run.objects.filter(pk=submitted_run.pk).update(
+        status=Run.Status.RUNNING,
+        lease_owner="dead-worker",
+        lease_expires_at=timezone.now() - timedelta(seconds=1),
+    )
+
+    with django_capture_on_commit_callbacks() as callbacks:
+        assert services.runs_sweep_expired_leases() == 1
+    assert len(callbacks) == 1  # the run is handed back to the queue once the sweep commits
+
+    run = Run.objects.get(pk=submitted_run.pk)
+    assert run.lease_owner == "" and run.lease_expires_at > timezone.now()
+    expired = AuditEvent.objects.get(action="run.lease.expired")
+    assert expired.payload["previous_owner"] == "dead-worker"
+    assert services.runs_sweep_expired_leases() == 0  # not again until the new lease expires
+
+    services.run_advance(run_id=str(run.pk), worker="w2")
+    assert Run.objects.get(pk=run.pk).status == Run.Status.SUCCEEDED
+
+
+def test_a_worker_that_lost_its_lease_cannot_commit(submitted_run, monkeypatch):
+    real_handler = workflows.BUILTIN_WORKFLOWS["builtin.intake"].step("classify").handler
+
+    def slow_classify(context):
+        # While this worker is busy, the sweeper gives the run to someone else.
+        Run.objects.filter(pk=submitted_run.pk).update(lease_owner="someone-else")
+        return real_handler(context)
+
+    spec = workflows.WorkflowSpec(
+        "builtin.intake",
+        "1",
+        (
+            workflows.StepSpec("classify", slow_classify, next=("acknowledge",)),
+            workflows.StepSpec(
+                "acknowledge", workflows.BUILTIN_WORKFLOWS["builtin.intake"].step("acknowledge").handler
+            ),
+        ),
+    )
+    monkeypatch.setitem(workflows.BUILTIN_WORKFLOWS, "builtin.intake", spec)
+
+    services.run_advance(run_id=str(submitted_run.pk), worker="w1")
+
+    assert not StepCheckpoint.objects.exists()
+    assert "run.step.completed" not in run_events(submitted_run)
+
+
+def test_a_step_that_raises_fails_the_run_with_its_error(submitted_run, monkeypatch):
+    def broken(context):
+        raise RuntimeError("classifier unavailable")
+
+    spec = workflows.WorkflowSpec("builtin.intake", "1", (workflows.StepSpec("classify", broken),))
+    monkeypatch.setitem(workflows.BUILTIN_WORKFLOWS, "builtin.intake", spec)
+
+    services.run_advance(run_id=str(submitted_run.pk), worker="w1")
+
+    run = Run.objects.get(pk=submitted_run.pk)
+    assert run.status == Run.Status.FAILED
+    assert run.error == "RuntimeError: classifier unavailable"
+    failed = AuditEvent.objects.get(action="run.failed")
+    assert failed.payload == {"state": "classify", "error": "RuntimeError: classifier unavailable"}
+
+
+def test_a_run_gives_its_worker_back_after_its_time_slice(
+    submitted_run, settings, django_capture_on_commit_callbacks
+):
+    settings.RUN_TIME_SLICE_SECONDS = 0
+
+    with django_capture_on_commit_callbacks() as callbacks:
+        services.run_advance(run_id=str(submitted_run.pk), worker="w1")
+
+    run = Run.objects.get(pk=submitted_run.pk)
+    assert (run.status, run.current_state, run.lease_owner) == (Run.Status.RUNNING, "acknowledge", "")
+    assert StepCheckpoint.objects.filter(run=run).count() == 1
+    assert len(callbacks) == 1

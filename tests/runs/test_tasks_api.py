@@ -1,0 +1,187 @@
+import json
+
+import pytest
+from django.db import connection
+from django.test.utils import CaptureQueriesContext
+
+from controlplane.audit import verify_chain
+from controlplane.models import AuditEvent
+from runs.models import Run
+from tests.factories import RunFactory
+
+pytestmark = pytest.mark.django_db
+
+TASK = {"workflow": "builtin.intake", "case_id": "CASE-1", "input": {"text": "refund please"}}
+
+
+def post_task(client, body=TASK, key=None, **extra):
+    headers = {"HTTP_IDEMPOTENCY_KEY": key} if key else {}
+    return client.post(
+        "/api/v1/tasks",
+        json.dumps(body) if not isinstance(body, bytes) else body,
+        content_type="application/json",
+        **headers,
+        **extra,
+    )
+
+
+def test_submit_creates_a_queued_run_and_audits_it(requester, client_for):
+    response = post_task(client_for(requester), key="k-1")
+
+    assert response.status_code == 201
+    body = response.json()
+    run = Run.objects.get(pk=body["run_id"])
+    assert body == {"run_id": str(run.pk), "status": "queued", "trace_id": run.trace_id, "release_id": ""}
+    assert response.headers["Location"] == f"/api/v1/runs/{run.pk}"
+    assert (run.workflow, run.case_id, run.input, run.current_state) == (
+        "builtin.intake",
+        "CASE-1",
+        {"text": "refund please"},
+        "classify",
+    )
+    event = AuditEvent.objects.get(action="run.created")
+    assert event.run_id == str(run.pk)
+    assert event.actor.startswith("user:requester key:")
+    assert verify_chain().ok
+
+
+def test_same_idempotency_key_and_body_returns_the_same_run(requester, client_for):
+    client = client_for(requester)
+    first = post_task(client, key="k-1")
+    # Same content in another key order and spacing: the canonical body is what counts.
+    again = post_task(
+        client,
+        body={"input": {"text": "refund please"}, "case_id": "CASE-1", "workflow": "builtin.intake"},
+        key="k-1",
+    )
+
+    assert (first.status_code, again.status_code) == (201, 200)
+    assert again.json()["run_id"] == first.json()["run_id"]
+    assert Run.objects.count() == 1
+    assert AuditEvent.objects.filter(action="run.created").count() == 1
+
+
+def test_same_idempotency_key_with_another_body_is_a_conflict(requester, client_for):
+    client = client_for(requester)
+    post_task(client, key="k-1")
+    response = post_task(client, body={**TASK, "case_id": "CASE-2"}, key="k-1")
+
+    assert response.status_code == 409
+    assert response.json()["type"] == "urn:baton:problem:conflict"
+    assert response["Content-Type"] == "application/problem+json"
+    assert Run.objects.count() == 1
+
+
+def test_idempotency_keys_belong_to_their_requester(requester, outsider, client_for):
+    mine = post_task(client_for(requester), key="shared")
+    theirs = post_task(client_for(outsider), body={**TASK, "case_id": "OTHER"}, key="shared")
+
+    assert (mine.status_code, theirs.status_code) == (201, 201)
+    assert mine.json()["run_id"] != theirs.json()["run_id"]
+
+
+def test_without_a_key_each_submission_is_a_new_run(requester, client_for):
+    client = client_for(requester)
+    assert post_task(client).json()["run_id"] != post_task(client).json()["run_id"]
+
+
+@pytest.mark.parametrize(
+    ("body", "status", "needle"),
+    [
+        (b'{"workflow": "builtin.intake",', 400, "Malformed JSON"),
+        (b'{"workflow": "a", "workflow": "b"}', 400, "duplicate key"),
+        (b'{"workflow": "builtin.intake", "case_id": "C\\u0000", "input": {}}', 400, "NUL"),
+        (b'{"workflow": "builtin.intake\x00", "case_id": "C", "input": {}}', 400, "NUL"),
+        (b'{"workflow": "builtin.intake", "case_id": "C", "input": {"n": NaN}}', 400, "NaN"),
+        (b'{"workflow": "builtin.intake", "case_id": "C", "input": {"n": 9007199254740993}}', 400, "range"),
+        (b"\xff\xfe", 400, "UTF-8"),
+        (b"[1, 2]", 422, "dictionary"),
+        (json.dumps({**TASK, "budget": {"tokens": 5}}).encode(), 422, "budget"),
+        (json.dumps({**TASK, "input": "text"}).encode(), 422, "input"),
+        (json.dumps({**TASK, "workflow": "nope"}).encode(), 422, "Unknown workflow"),
+        (json.dumps({"workflow": "builtin.intake"}).encode(), 422, "case_id"),
+    ],
+    ids=[
+        "truncated",
+        "duplicate-key",
+        "escaped-nul",
+        "raw-nul",
+        "nan",
+        "huge-int",
+        "bad-utf8",
+        "array",
+        "unknown-field",
+        "input-not-object",
+        "unknown-workflow",
+        "missing-field",
+    ],
+)
+def test_bad_input_gets_a_problem_and_writes_nothing(requester, client_for, body, status, needle):
+    response = post_task(client_for(requester), body=body)
+
+    assert response.status_code == status
+    problem = response.json()
+    assert set(problem) >= {"type", "title", "detail", "status"}
+    assert needle in json.dumps(problem)
+    assert not Run.objects.exists()
+    assert not AuditEvent.objects.filter(action="run.created").exists()
+
+
+def test_oversized_body_is_413(requester, client_for, settings):
+    settings.MAX_REQUEST_BODY_BYTES = 1024
+    response = post_task(client_for(requester), body={**TASK, "input": {"text": "x" * 2000}})
+    assert response.status_code == 413
+    assert response.json()["type"] == "urn:baton:problem:payload-too-large"
+    assert not Run.objects.exists()
+
+
+def test_bad_idempotency_key_is_400(requester, client_for):
+    response = post_task(client_for(requester), key="k" * 201)
+    assert response.status_code == 400
+    assert not Run.objects.exists()
+
+
+def test_wrong_content_type_is_415(requester, client_for):
+    response = client_for(requester).post("/api/v1/tasks", "workflow=x", content_type="text/plain")
+    assert response.status_code == 415
+
+
+def test_unknown_run_is_a_404_problem(requester, client_for):
+    response = client_for(requester).get("/api/v1/runs/00000000-0000-0000-0000-000000000000")
+    assert response.status_code == 404
+    assert response.json()["type"] == "urn:baton:problem:not-found"
+    assert client_for(requester).get("/api/v1/nothing-here").json()["status"] == 404
+
+
+def test_runs_are_visible_to_their_requester_and_to_operators(requester, outsider, auditor, client_for):
+    run = RunFactory(requested_by=requester)
+    path = f"/api/v1/runs/{run.pk}"
+
+    assert client_for(requester).get(path).status_code == 200
+    assert client_for(outsider).get(path).status_code == 404
+    assert client_for(auditor, scopes=["runs:read"]).get(path).status_code == 200
+    assert client_for(requester, scopes=["tasks:write"]).get(path).status_code == 403
+
+
+def test_run_detail_shows_status_steps_and_events(requester, client_for):
+    run_id = post_task(client_for(requester)).json()["run_id"]
+    client = client_for(requester)
+
+    detail = client.get(f"/api/v1/runs/{run_id}").json()
+    assert detail["status"] == "queued"
+    assert detail["steps"] == []
+    assert detail["input"] == TASK["input"]
+    events = client.get(f"/api/v1/runs/{run_id}/events").json()
+    assert [e["action"] for e in events] == ["run.created"]
+
+
+def test_run_list_query_count_does_not_grow_with_rows(platform_user, client_for):
+    client = client_for(platform_user, scopes=["runs:read"])
+    client.get("/api/v1/runs")  # the key's first use also records when it was last used
+    RunFactory.create_batch(2)
+    with CaptureQueriesContext(connection) as few:
+        assert len(client.get("/api/v1/runs").json()["results"]) == 2
+    RunFactory.create_batch(20)
+    with CaptureQueriesContext(connection) as many:
+        assert len(client.get("/api/v1/runs").json()["results"]) == 22
+    assert len(many) == len(few)
