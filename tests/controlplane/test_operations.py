@@ -40,7 +40,9 @@ def test_openapi_schema_and_docs_are_served_without_a_cdn(client):
     schema = client.get("/api/schema/", HTTP_ACCEPT="application/json")
     assert schema.status_code == 200
     paths = schema.json()["paths"]
-    assert {"/api/v1/tasks", "/api/v1/runs/{id}", "/api/v1/runs/{id}/events", "/api/v1/audit/verify"} <= set(paths)
+    assert {"/api/v1/tasks", "/api/v1/runs/{id}", "/api/v1/runs/{id}/events", "/api/v1/audit/verify"} <= set(
+        paths
+    )
     docs = client.get("/api/docs/").content.decode()
     assert "swagger-ui" in docs
     assert "cdn." not in docs and "unpkg" not in docs and "jsdelivr" not in docs
@@ -57,15 +59,26 @@ def test_system_checks_pass():
 def _manage(*args: str, **env: str) -> subprocess.CompletedProcess:
     environment = {k: v for k, v in os.environ.items() if k not in {"SECRET_KEY", "DEBUG", "ALLOWED_HOSTS"}}
     return subprocess.run(
-        [sys.executable, "manage.py", *args], cwd=settings.BASE_DIR, env=environment | env,
-        capture_output=True, text=True, timeout=60, check=False,
+        [sys.executable, "manage.py", *args],
+        cwd=settings.BASE_DIR,
+        env=environment | env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
     )
 
 
 def test_production_settings_pass_the_deploy_checks():
-    result = _manage("check", "--deploy", "--fail-level", "WARNING", BATON_ENV="production",
-                     SECRET_KEY="x" * 20 + "-a-long-production-secret-key-with-variety-1234567890",
-                     ALLOWED_HOSTS="baton.example.org")
+    result = _manage(
+        "check",
+        "--deploy",
+        "--fail-level",
+        "WARNING",
+        BATON_ENV="production",
+        SECRET_KEY="x" * 20 + "-a-long-production-secret-key-with-variety-1234567890",
+        ALLOWED_HOSTS="baton.example.org",
+    )
     assert result.returncode == 0, result.stdout + result.stderr
     assert "no issues" in result.stdout
 
@@ -82,8 +95,12 @@ def test_production_refuses_to_start_without_a_secret_key_or_hosts():
 def test_secret_key_can_come_from_a_file(tmp_path):
     key_file = tmp_path / "secret"
     key_file.write_text("from-a-file-" + "s" * 50)
-    result = _manage("shell", "-c", "from django.conf import settings; print(settings.SECRET_KEY)",
-                     SECRET_KEY_FILE=str(key_file))
+    result = _manage(
+        "shell",
+        "-c",
+        "from django.conf import settings; print(settings.SECRET_KEY)",
+        SECRET_KEY_FILE=str(key_file),
+    )
     assert result.stdout.strip().endswith("from-a-file-" + "s" * 50)
 
 

@@ -68,8 +68,11 @@ def test_session_api_writes_need_the_csrf_token(requester):
 
     client = Client(enforce_csrf_checks=True)
     client.force_login(requester)
-    response = client.post("/api/v1/tasks", {"workflow": "builtin.intake", "case_id": "C", "input": {}},
-                           content_type="application/json")
+    response = client.post(
+        "/api/v1/tasks",
+        {"workflow": "builtin.intake", "case_id": "C", "input": {}},
+        content_type="application/json",
+    )
     assert response.status_code == 403
     assert "CSRF" in response.json()["detail"]
 
