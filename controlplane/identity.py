@@ -18,6 +18,9 @@ from .models import ApiKey
 
 REVIEWER, PLATFORM, AUDITOR, ADMIN = "reviewer", "platform", "auditor", "admin"
 ROLES = (REVIEWER, PLATFORM, AUDITOR, ADMIN)
+# Agents' service identities are users in this group: never a person, never a role.
+AGENT = "agent"
+AGENT_USERNAME_PREFIX = "agent."
 
 SCOPES = {
     "tasks:write": "submit tasks",
@@ -40,7 +43,7 @@ def user_roles(user: AbstractBaseUser | AnonymousUser) -> frozenset[str]:
     if not user.is_authenticated:
         return frozenset()
     if not hasattr(user, "_baton_roles"):
-        names = set(user.groups.filter(name__in=ROLES).values_list("name", flat=True))
+        names = set(user.groups.filter(name__in=(*ROLES, AGENT)).values_list("name", flat=True))
         if user.is_superuser:
             names.add(ADMIN)
         user._baton_roles = frozenset(names)
@@ -65,7 +68,12 @@ class Actor:
 
 
 def actor_for(user: AbstractBaseUser, api_key: ApiKey | None = None) -> Actor:
-    return Actor(name=user.get_username(), credential=api_key.prefix if api_key else "")
+    credential = api_key.prefix if api_key else ""
+    if AGENT in user_roles(user):
+        return Actor(
+            name=user.get_username().removeprefix(AGENT_USERNAME_PREFIX), kind="agent", credential=credential
+        )
+    return Actor(name=user.get_username(), credential=credential)
 
 
 @dataclass(frozen=True)

@@ -6,5 +6,6 @@ from . import views
 
 urlpatterns = [
     path("audit/verify", views.AuditVerifyView.as_view(), name="api-audit-verify"),
+    path("", include("registry.api.urls")),
     path("", include("runs.api.urls")),
 ]

@@ -2,17 +2,17 @@
 
 from django.db import migrations
 
-from controlplane import ledger_protection
+from controlplane import append_only
 
 ROLES = ("reviewer", "platform", "auditor", "admin")
 
 
 def install_protection(apps, schema_editor):
-    ledger_protection.install(schema_editor.connection)
+    append_only.install(schema_editor.connection, "controlplane_auditevent")
 
 
 def remove_protection(apps, schema_editor):
-    ledger_protection.remove(schema_editor.connection)
+    append_only.remove(schema_editor.connection, "controlplane_auditevent")
 
 
 def create_roles(apps, schema_editor):

@@ -5,11 +5,12 @@ from django.core.management import call_command
 from django.core.management.base import CommandError
 from django.db import DatabaseError, connection, connections, transaction
 
-from controlplane import ledger_protection
+from controlplane import append_only
 from controlplane.audit import ObjectRef, record, verify_chain
 from controlplane.models import GENESIS_HASH, AuditEvent
 
 pytestmark = pytest.mark.django_db
+LEDGER = AuditEvent._meta.db_table
 
 
 def _append(count: int, **kwargs) -> list[AuditEvent]:
@@ -21,10 +22,10 @@ def _append(count: int, **kwargs) -> list[AuditEvent]:
 
 def _tamper(sql: str, params: list) -> None:
     """Change a row behind the application's back, the way someone with database access could."""
-    ledger_protection.remove(connection)
+    append_only.remove(connection, LEDGER)
     with connection.cursor() as cursor:
         cursor.execute(sql, params)
-    ledger_protection.install(connection)
+    append_only.install(connection, LEDGER)
 
 
 def test_events_form_a_linear_chain_from_genesis():
@@ -80,7 +81,7 @@ def test_database_refuses_truncate():
         transaction.atomic(),
         connection.cursor() as cursor,
     ):
-        cursor.execute(f"TRUNCATE {ledger_protection.TABLE}")
+        cursor.execute(f"TRUNCATE {LEDGER}")
 
 
 @pytest.mark.parametrize(

@@ -1,14 +1,15 @@
-"""Django's flush, able to empty the append-only ledger outside production.
+"""Django's flush, able to empty append-only tables outside production.
 
 Tests and local resets need an empty database; production must not be able to wipe the
-audit trail with one command, so there the ledger's triggers refuse the flush as usual.
+audit trail or published history with one command, so there the triggers refuse the
+flush as usual.
 """
 
 from django.conf import settings
 from django.core.management.commands.flush import Command as DjangoFlushCommand
 from django.db import connections
 
-from controlplane import ledger_protection
+from controlplane import append_only
 
 
 class Command(DjangoFlushCommand):
@@ -16,8 +17,11 @@ class Command(DjangoFlushCommand):
         if settings.PRODUCTION:
             return super().handle(**options)
         connection = connections[options["database"]]
-        ledger_protection.remove(connection)
+        tables = append_only.protected_tables()
+        for table in tables:
+            append_only.remove(connection, table)
         try:
             return super().handle(**options)
         finally:
-            ledger_protection.install(connection)
+            for table in tables:
+                append_only.install(connection, table)

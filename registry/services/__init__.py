@@ -1,0 +1,1 @@
+"""Registry use cases; every write is audited in its own transaction."""

@@ -1,0 +1,113 @@
+"""Publishing artifact versions: validated, content-addressed, immutable."""
+
+from dataclasses import dataclass
+from typing import Any
+
+from django.contrib.auth.models import AbstractBaseUser
+from django.db import IntegrityError, transaction
+
+from controlplane.audit import record
+from controlplane.canonical import CanonicalizationError, digest
+from controlplane.errors import Conflict, InvalidInput
+
+from .. import workflow_definitions as wf
+from ..artifact_kinds import NAME_RE, Problem, content_problems
+from ..models import Agent, Artifact
+
+
+@dataclass(frozen=True)
+class Publication:
+    artifact: Artifact
+    created: bool
+
+
+def artifact_publish(
+    *, kind: str, name: str, content: Any, author: AbstractBaseUser, actor: Any
+) -> Publication:
+    """Publish `content` as the next version of `name`; the same content as the latest is a no-op.
+
+    Workflow content may be YAML/JSON source text or already-parsed data; it is stored in
+    its normalised form.
+    """
+    if kind not in Artifact.Kind.values:
+        raise InvalidInput(
+            f"Unknown artifact kind {kind!r}.", errors={"kind": [f"One of {Artifact.Kind.values}."]}
+        )
+    if not NAME_RE.fullmatch(name or ""):
+        raise InvalidInput(
+            "Artifact names are lower-case letters, digits, '.', '_' and '-'.",
+            errors={"name": ["Invalid name."]},
+        )
+    if kind == Artifact.Kind.WORKFLOW:
+        content = _checked_workflow(name, content)
+    else:
+        _raise_problems(content_problems(kind, content), f"{kind} {name!r}")
+    try:
+        content_digest = digest(content)
+    except CanonicalizationError as error:
+        raise InvalidInput(f"The content cannot be canonicalised: {error}") from error
+    try:
+        with transaction.atomic():
+            latest = (
+                Artifact.objects.select_for_update().filter(kind=kind, name=name).order_by("-version").first()
+            )
+            if latest and latest.digest == content_digest:
+                return Publication(latest, created=False)
+            artifact = Artifact.objects.create(
+                kind=kind,
+                name=name,
+                version=(latest.version + 1) if latest else 1,
+                content=content,
+                digest=content_digest,
+                author=author,
+            )
+            record(
+                actor,
+                "artifact.published",
+                artifact,
+                {"kind": kind, "name": name, "version": artifact.version, "digest": content_digest},
+            )
+    except IntegrityError as error:
+        raise Conflict(
+            f"Another version of {kind} {name!r} was published at the same moment; retry."
+        ) from error
+    return Publication(artifact, created=True)
+
+
+def _checked_workflow(name: str, content: Any) -> dict:
+    if isinstance(content, str):
+        content, problems = wf.load_source(content)
+        _raise_problems(problems, f"workflow {name!r}")
+    definition = wf.normalise(content)
+    _raise_problems(wf.structure_problems(definition), f"workflow {name!r}")
+    if definition["workflow"] != name:
+        _raise_problems(
+            [Problem("$.workflow", f"the definition is named {definition['workflow']!r}, not {name!r}")],
+            f"workflow {name!r}",
+        )
+    _raise_problems(wf.reference_problems(definition, registry_references()), f"workflow {name!r}")
+    return definition
+
+
+def registry_references() -> wf.References:
+    """Look references up in the registry as it is now (latest published versions)."""
+
+    def latest_content(kind: str, name: str) -> dict | None:
+        artifact = Artifact.objects.filter(kind=kind, name=name).order_by("-version").only("content").first()
+        return artifact.content if artifact else None
+
+    return wf.References(
+        agent=lambda slug: Agent.objects.filter(slug=slug).first(),
+        tool=lambda name: latest_content(Artifact.Kind.TOOL, name),
+        corpus=lambda name: latest_content(Artifact.Kind.CORPUS, name),
+    )
+
+
+def _raise_problems(problems: list[Problem], what: str) -> None:
+    if problems:
+        first = problems[0]
+        raise InvalidInput(
+            f"{what} is invalid at {first.path}: {first.message}"
+            + (f" (and {len(problems) - 1} more)" if len(problems) > 1 else ""),
+            errors={"problems": [problem.as_dict() for problem in problems]},
+        )

@@ -1,0 +1,208 @@
+"""Release as code: one YAML file declares teams, agents, artifacts, workflows and releases.
+
+`bundle_apply` makes the registry match the file and is idempotent (applying the same file
+again creates nothing); `bundle_export` writes a release back out as such a file.
+"""
+
+from dataclasses import dataclass, field
+from decimal import Decimal
+from pathlib import Path
+from typing import Any
+
+import yaml
+from django.contrib.auth import get_user_model
+from django.contrib.auth.models import AbstractBaseUser
+from django.db import transaction
+
+from controlplane.errors import InvalidInput
+
+from ..models import Agent, Artifact, Release, Team
+from . import agents as agent_services
+from .artifacts import artifact_publish
+from .releases import release_create, release_promote
+
+# Order matters: tools before the agents allowed to use them, agents before the workflows naming them.
+_ARTIFACT_KINDS_BEFORE_AGENTS = ("tool", "prompt", "model_config", "corpus", "policy_bundle")
+_TOP_LEVEL_KEYS = {"teams", "artifacts", "agents", "workflows", "releases"}
+
+
+@dataclass
+class ApplyReport:
+    created: list[str] = field(default_factory=list)
+    unchanged: list[str] = field(default_factory=list)
+    releases: list[str] = field(default_factory=list)
+
+    def note(self, created: bool, label: str) -> None:
+        (self.created if created else self.unchanged).append(label)
+
+
+def load_bundle_file(path: Path) -> dict:
+    try:
+        data = yaml.safe_load(path.read_text())
+    except (OSError, yaml.YAMLError) as error:
+        raise InvalidInput(f"Cannot read {path}: {error}") from error
+    if not isinstance(data, dict):
+        raise InvalidInput(f"{path} must hold a mapping with some of: {', '.join(sorted(_TOP_LEVEL_KEYS))}.")
+    return _inline_policy_modules(data, base_dir=path.parent)
+
+
+@transaction.atomic
+def bundle_apply(*, bundle: dict, author: AbstractBaseUser, actor: Any) -> ApplyReport:
+    unknown = set(bundle) - _TOP_LEVEL_KEYS
+    if unknown:
+        raise InvalidInput(f"Unknown sections: {', '.join(sorted(unknown))}.")
+    report = ApplyReport()
+    for team in bundle.get("teams", []):
+        _apply_team(team, actor, report)
+    artifacts = bundle.get("artifacts", {})
+    for kind in _ARTIFACT_KINDS_BEFORE_AGENTS:
+        for name, content in (artifacts.get(kind) or {}).items():
+            publication = artifact_publish(kind=kind, name=name, content=content, author=author, actor=actor)
+            report.note(publication.created, str(publication.artifact))
+    for spec in bundle.get("agents", []):
+        _apply_agent(spec, actor, report)
+    for name, source in (bundle.get("workflows") or {}).items():
+        publication = artifact_publish(kind="workflow", name=name, content=source, author=author, actor=actor)
+        report.note(publication.created, str(publication.artifact))
+    for spec in bundle.get("releases", []):
+        spec = dict(spec)
+        channels = spec.pop("channels", [])
+        notes = spec.pop("notes", "")
+        creation = release_create(spec=spec, author=author, actor=actor, notes=notes)
+        report.note(creation.created, f"release {creation.release.id}")
+        report.releases.append(creation.release.id)
+        for channel in channels:
+            channel = channel if isinstance(channel, dict) else {"name": channel}
+            release_promote(
+                release=creation.release,
+                channel=channel["name"],
+                actor=actor,
+                mode=channel.get("mode", "full"),
+                canary_percent=channel.get("canary_percent"),
+                reason="release_apply",
+            )
+    return report
+
+
+def _apply_team(spec: dict, actor: Any, report: ApplyReport) -> None:
+    team = Team.objects.filter(slug=spec["slug"]).first()
+    if team:
+        report.note(False, f"team {team.slug}")
+        return
+    members = get_user_model().objects.filter(username__in=spec.get("members", []))
+    agent_services.team_create(
+        slug=spec["slug"],
+        name=spec["name"],
+        support_queue=spec.get("support_queue", ""),
+        members=members,
+        actor=actor,
+    )
+    report.note(True, f"team {spec['slug']}")
+
+
+def _apply_agent(spec: dict, actor: Any, report: ApplyReport) -> None:
+    spec = dict(spec)
+    slug, status = spec.pop("slug"), spec.pop("status", Agent.Status.DRAFT)
+    fields = _agent_fields(spec)
+    agent = Agent.objects.filter(slug=slug).first()
+    if agent is None:
+        agent = agent_services.agent_register(slug=slug, actor=actor, **fields)
+        report.note(True, f"agent {slug}")
+    else:
+        changes = {key: value for key, value in fields.items() if getattr(agent, key) != value}
+        if changes:
+            agent = agent_services.agent_update(agent=agent, changes=changes, actor=actor)
+        report.note(bool(changes), f"agent {slug}")
+    if agent.status != status:
+        agent_services.agent_transition(
+            agent=agent, to_status=status, actor=actor, reason=spec.get("retirement_reason", "release_apply")
+        )
+
+
+def _agent_fields(spec: dict) -> dict:
+    slo = spec.pop("slo", {}) or {}
+    owner = spec.pop("owner_team", None)
+    spec.pop("retirement_reason", None)
+    team = Team.objects.filter(slug=owner).first() if owner else None
+    if owner and team is None:
+        raise InvalidInput(f"Unknown team {owner!r}.")
+    rate = slo.get("success_rate")
+    return {
+        "display_name": spec.pop("display_name"),
+        "owner_team": team,
+        "purpose": spec.pop("purpose", ""),
+        "runbook_url": spec.pop("runbook_url", ""),
+        "slo_p95_latency_ms": slo.get("p95_latency_ms"),
+        "slo_success_rate": Decimal(str(rate)).quantize(Decimal("0.0001")) if rate is not None else None,
+        "data_classification": spec.pop("data_classification", Agent.Classification.INTERNAL),
+        "allowed_tools": spec.pop("allowed_tools", []),
+        **_refuse_unknown(spec),
+    }
+
+
+def _refuse_unknown(spec: dict) -> dict:
+    if spec:
+        raise InvalidInput(f"Unknown agent fields: {', '.join(sorted(spec))}.")
+    return {}
+
+
+def _inline_policy_modules(data: dict, *, base_dir: Path) -> dict:
+    """`policy_bundle: {name: {from_dir: path}}` reads the .rego files and data.json from a folder."""
+    bundles = (data.get("artifacts") or {}).get("policy_bundle") or {}
+    for name, content in list(bundles.items()):
+        if isinstance(content, dict) and "from_dir" in content:
+            folder = (base_dir / content["from_dir"]).resolve()
+            modules = {path.name: path.read_text() for path in sorted(folder.glob("*.rego"))}
+            data_file = folder / "data.json"
+            bundles[name] = {
+                "modules": modules,
+                **({"data": yaml.safe_load(data_file.read_text())} if data_file.exists() else {}),
+            }
+    return data
+
+
+def bundle_export(release: Release) -> dict:
+    """A bundle that recreates `release` (same artifact contents, agents and team) when applied."""
+    artifacts: dict[str, dict] = {}
+    for artifact in release.artifacts.order_by("kind", "name"):
+        if artifact.kind != Artifact.Kind.WORKFLOW:
+            artifacts.setdefault(artifact.kind, {})[artifact.name] = artifact.content
+    workflow = release.artifacts.get(kind=Artifact.Kind.WORKFLOW)
+    agents = list(release.agents.select_related("owner_team").order_by("slug"))
+    teams = {agent.owner_team for agent in agents if agent.owner_team}
+    manifest = release.manifest
+    return {
+        "teams": [
+            {"slug": t.slug, "name": t.name, "support_queue": t.support_queue}
+            for t in sorted(teams, key=lambda t: t.slug)
+        ],
+        "artifacts": artifacts,
+        "agents": [_agent_spec(agent) for agent in agents],
+        "workflows": {workflow.name: workflow.content},
+        "releases": [
+            {
+                "workflow": workflow.name,
+                "policy_bundle": next(iter(manifest["artifacts"]["policy_bundle"])),
+                "agents": manifest["agents"],
+                **({"notes": release.notes} if release.notes else {}),
+            }
+        ],
+    }
+
+
+def _agent_spec(agent: Agent) -> dict:
+    spec = {
+        "slug": agent.slug,
+        "display_name": agent.display_name,
+        "owner_team": agent.owner_team.slug if agent.owner_team else None,
+        "purpose": agent.purpose,
+        "runbook_url": agent.runbook_url,
+        "slo": {
+            "p95_latency_ms": agent.slo_p95_latency_ms,
+            "success_rate": float(agent.slo_success_rate) if agent.slo_success_rate is not None else None,
+        },
+        "data_classification": agent.data_classification,
+        "allowed_tools": agent.allowed_tools,
+        "status": agent.status,
+    }
+    return spec

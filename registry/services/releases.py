@@ -1,0 +1,346 @@
+"""Releases (immutable pins), their promotion gates, channels and rollback."""
+
+from dataclasses import dataclass
+from decimal import Decimal
+from typing import Any
+
+from django.contrib.auth.models import AbstractBaseUser
+from django.db import IntegrityError, transaction
+from django.db.models.functions import Now
+
+from controlplane.audit import record
+from controlplane.canonical import digest
+from controlplane.errors import Conflict, Forbidden, InvalidInput
+
+from .. import workflow_definitions as wf
+from ..models import (
+    Agent,
+    Artifact,
+    Channel,
+    ChannelChange,
+    Release,
+    ReleaseAgent,
+    ReleaseArtifact,
+    ReleaseEvaluation,
+    ReleaseSignOff,
+)
+
+GATED_CHANNELS = ("production",)
+REQUIRED_SIGNOFFS = 2
+
+
+@dataclass(frozen=True)
+class ReleaseCreation:
+    release: Release
+    created: bool
+
+
+def parse_ref(ref: str) -> tuple[str, int | None]:
+    """'name@3' → ('name', 3); 'name' → ('name', None) meaning the latest version."""
+    name, _, version = str(ref).partition("@")
+    if version and not version.isdigit():
+        raise InvalidInput(f"Bad artifact reference {ref!r}: the version after '@' must be a number.")
+    return name, int(version) if version else None
+
+
+class _Pinner:
+    """Resolves names (and optional versions) to exact artifact versions, remembering each pin."""
+
+    def __init__(self, explicit: dict[str, dict[str, int]]):
+        self.explicit = explicit
+        self.pinned: dict[tuple[str, str], Artifact] = {}
+        self.errors: list[str] = []
+
+    def pin(self, kind: str, ref: str) -> Artifact | None:
+        name, version = parse_ref(ref)
+        version = version or self.explicit.get(kind, {}).get(name)
+        key = (kind, name)
+        if key in self.pinned:
+            if version and self.pinned[key].version != version:
+                self.errors.append(f"{kind} {name!r} is pinned at two versions")
+            return self.pinned[key]
+        artifacts = Artifact.objects.filter(kind=kind, name=name)
+        artifact = (artifacts.filter(version=version) if version else artifacts.order_by("-version")).first()
+        if artifact is None:
+            self.errors.append(f"unknown {kind} {ref!r}" + (f" at version {version}" if version else ""))
+            return None
+        self.pinned[key] = artifact
+        return artifact
+
+    def content(self, kind: str, name: str) -> dict | None:
+        artifact = self.pin(kind, name)
+        return artifact.content if artifact else None
+
+
+def release_create(
+    *, spec: dict[str, Any], author: AbstractBaseUser, actor: Any, notes: str = ""
+) -> ReleaseCreation:
+    """Pin everything `spec` needs; the same pins give the same release (no duplicate).
+
+    spec: {workflow: "name[@v]", policy_bundle: "name[@v]",
+           agents: {slug: {prompt: "name[@v]", model_config: "name[@v]"}}, pins: {kind: {name: version}}}
+    """
+    pinner = _Pinner(spec.get("pins") or {})
+    workflow = pinner.pin(Artifact.Kind.WORKFLOW, spec["workflow"])
+    if workflow is None:
+        raise InvalidInput(f"Cannot make a release: {pinner.errors[0]}.")
+    definition = workflow.content
+    names = wf.referenced_names(definition)
+    agents = {agent.slug: agent for agent in Agent.objects.filter(slug__in=names["agent"])}
+    bindings = spec.get("agents") or {}
+    unexpected = sorted(set(bindings) - names["agent"])
+    if unexpected:
+        pinner.errors.append(f"agents not used by the workflow: {', '.join(unexpected)}")
+    for slug in sorted(_model_step_agents(definition)):
+        binding = bindings.get(slug) or {}
+        if not {"prompt", "model_config"} <= binding.keys():
+            pinner.errors.append(f"agent {slug!r} runs a model step and needs a prompt and a model_config")
+    for _slug, binding in sorted(bindings.items()):
+        if "prompt" in binding:
+            pinner.pin(Artifact.Kind.PROMPT, binding["prompt"])
+        if "model_config" in binding:
+            _pin_model_chain(pinner, binding["model_config"])
+    for tool in sorted(names["tool"]):
+        _pin_tool_closure(pinner, tool)
+    for corpus in sorted(names["corpus"]):
+        pinner.pin(Artifact.Kind.CORPUS, corpus)
+    if "policy_bundle" not in spec:
+        pinner.errors.append("a policy_bundle is required")
+    else:
+        pinner.pin(Artifact.Kind.POLICY_BUNDLE, spec["policy_bundle"])
+    refs = wf.References(
+        agent=agents.get,
+        tool=lambda name: pinner.content(Artifact.Kind.TOOL, name),
+        corpus=lambda name: pinner.content(Artifact.Kind.CORPUS, name),
+    )
+    problems = wf.reference_problems(definition, refs)
+    errors = pinner.errors + [f"{problem.path}: {problem.message}" for problem in problems]
+    if errors:
+        raise InvalidInput(
+            f"Cannot make a release of {workflow.name!r}: {errors[0]}.", errors={"release": errors}
+        )
+    manifest = _manifest(workflow.name, pinner.pinned.values(), bindings)
+    manifest_digest = digest(manifest)
+    existing = Release.objects.filter(digest=manifest_digest).first()
+    if existing:
+        return ReleaseCreation(existing, created=False)
+    try:
+        with transaction.atomic():
+            release = Release.objects.create(
+                id=f"rel_{manifest_digest[:16]}",
+                workflow=workflow.name,
+                digest=manifest_digest,
+                manifest=manifest,
+                notes=notes,
+                author=author,
+            )
+            ReleaseArtifact.objects.bulk_create(
+                ReleaseArtifact(release=release, artifact=artifact) for artifact in pinner.pinned.values()
+            )
+            ReleaseAgent.objects.bulk_create(
+                ReleaseAgent(release=release, agent=agent) for agent in agents.values()
+            )
+            record(
+                actor,
+                "release.created",
+                release,
+                {"workflow": workflow.name, "digest": manifest_digest, "manifest": manifest},
+                release_id=release.id,
+            )
+    except IntegrityError:
+        return ReleaseCreation(Release.objects.get(digest=manifest_digest), created=False)
+    return ReleaseCreation(release, created=True)
+
+
+def _model_step_agents(definition: dict) -> set[str]:
+    return {step["agent"] for step in definition["steps"] if "agent" in step and "tool" not in step}
+
+
+def _pin_model_chain(pinner: _Pinner, ref: str) -> None:
+    pending = [ref]
+    while pending:
+        config = pinner.pin(Artifact.Kind.MODEL_CONFIG, pending.pop())
+        if config:
+            pending += [
+                name
+                for name in config.content.get("fallback", [])
+                if (Artifact.Kind.MODEL_CONFIG, name) not in pinner.pinned
+            ]
+
+
+def _pin_tool_closure(pinner: _Pinner, name: str) -> None:
+    pending = [name]
+    while pending:
+        tool = pinner.pin(Artifact.Kind.TOOL, pending.pop())
+        if tool:
+            pending += [
+                related
+                for key in ("compensation_tool", "reconcile_lookup")
+                if (related := tool.content.get(key)) and (Artifact.Kind.TOOL, related) not in pinner.pinned
+            ]
+
+
+def _manifest(workflow: str, artifacts, bindings: dict) -> dict:
+    pinned: dict[str, dict] = {}
+    for artifact in artifacts:
+        pinned.setdefault(artifact.kind, {})[artifact.name] = {
+            "version": artifact.version,
+            "digest": artifact.digest,
+        }
+    agents = {
+        slug: {key: parse_ref(ref)[0] for key, ref in sorted(binding.items())}
+        for slug, binding in sorted(bindings.items())
+    }
+    return {"workflow": workflow, "artifacts": pinned, "agents": agents}
+
+
+@transaction.atomic
+def release_record_evaluation(
+    *, release: Release, suite: str, score: Decimal, details: dict, recorded_by: AbstractBaseUser, actor: Any
+) -> ReleaseEvaluation:
+    if not Decimal(0) <= score <= Decimal(1):
+        raise InvalidInput("An evaluation score is between 0 and 1.", errors={"score": ["Between 0 and 1."]})
+    evaluation = ReleaseEvaluation.objects.create(
+        release=release, suite=suite, score=score, details=details, recorded_by=recorded_by
+    )
+    record(actor, "release.evaluated", release, {"suite": suite, "score": str(score)}, release_id=release.id)
+    return evaluation
+
+
+@transaction.atomic
+def release_sign_off(
+    *, release: Release, user: AbstractBaseUser, actor: Any, comment: str = ""
+) -> ReleaseSignOff:
+    """A person vouches for a release; its author cannot (two-person rule)."""
+    if user.pk == release.author_id:
+        raise Forbidden("The author of a release cannot sign it off.")
+    signoff, created = ReleaseSignOff.objects.get_or_create(
+        release=release, user=user, defaults={"comment": comment}
+    )
+    if created:
+        record(
+            actor,
+            "release.signed_off",
+            release,
+            {"user": user.get_username(), "comment": comment},
+            release_id=release.id,
+        )
+    return signoff
+
+
+def promotion_gate_problems(release: Release) -> list[str]:
+    """Why the release may not go to a gated channel yet (empty when it may)."""
+    problems = []
+    workflow = release.manifest["artifacts"]["workflow"][release.workflow]
+    definition = Artifact.objects.get(
+        kind=Artifact.Kind.WORKFLOW, name=release.workflow, version=workflow["version"]
+    ).content
+    threshold = Decimal(str(wf.min_eval_score(definition)))
+    latest_by_suite: dict[str, Decimal] = {}
+    for evaluation in release.evaluations.order_by("created_at", "pk"):
+        latest_by_suite[evaluation.suite] = evaluation.score
+    if not latest_by_suite:
+        problems.append("no evaluation results are attached")
+    failing = sorted(suite for suite, score in latest_by_suite.items() if score < threshold)
+    if failing:
+        problems.append(f"evaluations below {threshold}: {', '.join(failing)}")
+    signers = release.signoffs.exclude(user_id=release.author_id).count()
+    if signers < REQUIRED_SIGNOFFS:
+        problems.append(f"{signers} of {REQUIRED_SIGNOFFS} sign-offs by people other than the author")
+    retired = sorted(release.agents.filter(status=Agent.Status.RETIRED).values_list("slug", flat=True))
+    if retired:
+        problems.append(f"uses retired agents: {', '.join(retired)}")
+    return problems
+
+
+@transaction.atomic
+def release_promote(
+    *,
+    release: Release,
+    channel: str,
+    actor: Any,
+    mode: str = Channel.Mode.FULL,
+    canary_percent: int | None = None,
+    reason: str = "",
+) -> Channel:
+    """Point a channel of the release's workflow at it; the current release becomes the baseline."""
+    if mode not in Channel.Mode.values:
+        raise InvalidInput(
+            f"Unknown rollout mode {mode!r}.", errors={"mode": [f"One of {Channel.Mode.values}."]}
+        )
+    if (mode == Channel.Mode.CANARY) != (canary_percent is not None):
+        raise InvalidInput(
+            "A canary needs canary_percent (1-99), and only a canary has one.",
+            errors={"canary_percent": ["Required for canary mode only."]},
+        )
+    if canary_percent is not None and not 1 <= canary_percent <= 99:
+        raise InvalidInput("canary_percent must be between 1 and 99.", errors={"canary_percent": ["1-99."]})
+    target, _ = Channel.objects.select_for_update().get_or_create(
+        workflow=release.workflow, name=channel, defaults={"requires_gates": channel in GATED_CHANNELS}
+    )
+    if target.requires_gates:
+        problems = promotion_gate_problems(release)
+        if problems:
+            raise Conflict(
+                f"{release.id} cannot be promoted to {target}: {'; '.join(problems)}.",
+                errors={"gates": problems},
+            )
+    elif release.agents.filter(status=Agent.Status.RETIRED).exists():
+        raise Conflict(f"{release.id} uses a retired agent and cannot be promoted.")
+    if (target.release_id, target.mode, target.canary_percent) == (release.id, mode, canary_percent):
+        return target
+    if target.release_id != release.id:
+        target.baseline_id = target.release_id
+    target.release = release
+    target.mode, target.canary_percent = mode, canary_percent
+    return _save_change(target, ChannelChange.Action.PROMOTE, actor, reason)
+
+
+@transaction.atomic
+def channel_rollback(*, channel: Channel, actor: Any, reason: str = "") -> Channel:
+    """Point the channel back at its baseline in one step; the baseline's own baseline becomes next."""
+    channel = Channel.objects.select_for_update().get(pk=channel.pk)
+    if channel.baseline_id is None:
+        raise Conflict(f"{channel} has no previous release to roll back to.")
+    restored = channel.baseline_id
+    earlier = (
+        ChannelChange.objects.filter(channel=channel, release_id=restored)
+        .order_by("-created_at", "-pk")
+        .values_list("baseline_id", flat=True)
+        .first()
+    )
+    channel.release_id, channel.baseline_id = restored, earlier
+    channel.mode, channel.canary_percent = Channel.Mode.FULL, None
+    return _save_change(channel, ChannelChange.Action.ROLLBACK, actor, reason)
+
+
+def _save_change(channel: Channel, action: str, actor: Any, reason: str) -> Channel:
+    channel.updated_at = Now()
+    channel.save()
+    channel.refresh_from_db()
+    ChannelChange.objects.create(
+        channel=channel,
+        action=action,
+        release_id=channel.release_id,
+        baseline_id=channel.baseline_id,
+        mode=channel.mode,
+        canary_percent=channel.canary_percent,
+        actor=str(actor),
+        reason=reason,
+    )
+    record(
+        actor,
+        f"channel.{'promoted' if action == ChannelChange.Action.PROMOTE else 'rolled_back'}",
+        channel,
+        {
+            "workflow": channel.workflow,
+            "channel": channel.name,
+            "release": channel.release_id,
+            "baseline": channel.baseline_id,
+            "mode": channel.mode,
+            "canary_percent": channel.canary_percent,
+            "reason": reason,
+        },
+        release_id=channel.release_id or "",
+    )
+    return channel
