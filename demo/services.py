@@ -1,13 +1,17 @@
 """Demo users and runs for a first local start."""
 
 from dataclasses import dataclass
+from pathlib import Path
 
 from django.contrib.auth import get_user_model
 from django.contrib.auth.models import Group
 from django.db import transaction
 
 from controlplane.identity import ADMIN, AUDITOR, PLATFORM, REVIEWER, Actor
+from registry.services.bundles import bundle_apply, load_bundle_file
 from runs.services import task_submit
+
+BUNDLES_DIR = Path(__file__).resolve().parent / "bundles"
 
 DEMO_PASSWORD_HINT = "local demo only; change them before sharing this instance"
 
@@ -32,11 +36,13 @@ DEMO_CASES = (
 class DemoResult:
     logins: list[tuple[str, str, str]]
     runs_created: int
+    releases: list[str]
 
 
 @transaction.atomic
 def demo_load() -> DemoResult:
-    """Idempotent: users are created once (passwords reset), runs once per case id."""
+    """Idempotent: users are created once (passwords reset), the demo bundles are applied as
+    release-as-code (nothing new the second time), runs are submitted once per case id."""
     users = {}
     for username, role, password in DEMO_USERS:
         user, _ = get_user_model().objects.get_or_create(username=username)
@@ -45,6 +51,14 @@ def demo_load() -> DemoResult:
         user.save()
         user.groups.set([Group.objects.get(name=role)] if role else [])
         users[username] = user
+    releases = []
+    for bundle_file in sorted(BUNDLES_DIR.glob("*.yaml")):
+        report = bundle_apply(
+            bundle=load_bundle_file(bundle_file),
+            author=users["platform"],
+            actor=Actor(name="demo", kind="system"),
+        )
+        releases += report.releases
     requester = users["requester"]
     runs_created = 0
     for case_id, payload in DEMO_CASES:
@@ -58,4 +72,4 @@ def demo_load() -> DemoResult:
         )
         runs_created += submission.created
     logins = [(username, role or "requester", password) for username, role, password in DEMO_USERS]
-    return DemoResult(logins=logins, runs_created=runs_created)
+    return DemoResult(logins=logins, runs_created=runs_created, releases=releases)

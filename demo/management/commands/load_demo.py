@@ -15,5 +15,7 @@ class Command(BaseCommand):
         self.stdout.write(f"Demo logins ({DEMO_PASSWORD_HINT}):")
         for username, role, password in result.logins:
             self.stdout.write(f"  {username:<12} {password:<22} {role}")
+        if result.releases:
+            self.stdout.write(f"Releases: {', '.join(result.releases)}")
         if result.runs_created:
             self.stdout.write(f"Submitted {result.runs_created} demo runs.")

@@ -1,0 +1,30 @@
+import pytest
+from django.core.management import call_command
+from django.core.management.base import CommandError
+
+from controlplane.audit import verify_chain
+from registry.models import Agent, Channel, Release
+from runs.models import Run
+
+pytestmark = pytest.mark.django_db
+
+
+def test_demo_loads_users_registry_and_runs_once(capsys):
+    call_command("load_demo")
+    first = capsys.readouterr().out
+    counts = (Release.objects.count(), Agent.objects.count(), Run.objects.count())
+
+    call_command("load_demo")
+
+    assert "requester-demo-pass" in first and "Releases: rel_" in first
+    assert counts == (Release.objects.count(), Agent.objects.count(), Run.objects.count())
+    assert Agent.objects.filter(status="active").count() == 4
+    assert Channel.objects.get(workflow="support_case_resolution", name="staging").release is not None
+    assert Run.objects.count() == 3
+    assert verify_chain().ok
+
+
+def test_demo_is_refused_in_production(settings):
+    settings.PRODUCTION = True
+    with pytest.raises(CommandError, match="production"):
+        call_command("load_demo")
