@@ -61,6 +61,7 @@ class Actor:
     name: str
     kind: str = "user"  # user, agent or system
     credential: str = ""  # the API key prefix, when the request came with one
+    roles: frozenset[str] = frozenset()  # what policy sees; not part of the audit label
 
     def __str__(self) -> str:
         label = f"{self.kind}:{self.name}"

@@ -7,7 +7,7 @@ from django.contrib.auth import get_user_model
 from django.contrib.auth.models import Group
 from django.db import transaction
 
-from controlplane.identity import ADMIN, AUDITOR, PLATFORM, REVIEWER, Actor
+from controlplane.identity import ADMIN, AUDITOR, PLATFORM, REVIEWER, Actor, actor_for
 from registry.services.bundles import bundle_apply, load_bundle_file
 from runs.services import task_submit
 
@@ -56,7 +56,7 @@ def demo_load() -> DemoResult:
         report = bundle_apply(
             bundle=load_bundle_file(bundle_file),
             author=users["platform"],
-            actor=Actor(name="demo", kind="system"),
+            actor=actor_for(users["platform"]),
         )
         releases += report.releases
     requester = users["requester"]

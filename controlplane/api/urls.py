@@ -7,5 +7,6 @@ from . import views
 urlpatterns = [
     path("audit/verify", views.AuditVerifyView.as_view(), name="api-audit-verify"),
     path("", include("registry.api.urls")),
+    path("", include("policy.api.urls")),
     path("", include("runs.api.urls")),
 ]

@@ -2,4 +2,5 @@
 
 from .base import *  # noqa: F403
 from .celery import *  # noqa: F403
+from .policy import *  # noqa: F403
 from .telemetry import *  # noqa: F403

@@ -7,7 +7,6 @@ from django.db import migrations, models
 
 
 class Migration(migrations.Migration):
-
     initial = True
 
     dependencies = [
@@ -16,213 +15,435 @@ class Migration(migrations.Migration):
 
     operations = [
         migrations.CreateModel(
-            name='Channel',
+            name="Channel",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('workflow', models.CharField(max_length=100)),
-                ('name', models.CharField(max_length=50)),
-                ('requires_gates', models.BooleanField(default=False, help_text='Promotion needs evaluations and sign-offs.')),
-                ('mode', models.CharField(choices=[('full', 'Full'), ('canary', 'Canary'), ('shadow', 'Shadow')], default='full', max_length=10)),
-                ('canary_percent', models.PositiveSmallIntegerField(blank=True, null=True)),
-                ('updated_at', models.DateTimeField(db_default=django.db.models.functions.datetime.Now())),
+                (
+                    "id",
+                    models.BigAutoField(
+                        auto_created=True, primary_key=True, serialize=False, verbose_name="ID"
+                    ),
+                ),
+                ("workflow", models.CharField(max_length=100)),
+                ("name", models.CharField(max_length=50)),
+                (
+                    "requires_gates",
+                    models.BooleanField(
+                        default=False, help_text="Promotion needs evaluations and sign-offs."
+                    ),
+                ),
+                (
+                    "mode",
+                    models.CharField(
+                        choices=[("full", "Full"), ("canary", "Canary"), ("shadow", "Shadow")],
+                        default="full",
+                        max_length=10,
+                    ),
+                ),
+                ("canary_percent", models.PositiveSmallIntegerField(blank=True, null=True)),
+                ("updated_at", models.DateTimeField(db_default=django.db.models.functions.datetime.Now())),
             ],
             options={
-                'ordering': ['workflow', 'name'],
+                "ordering": ["workflow", "name"],
             },
         ),
         migrations.CreateModel(
-            name='Agent',
+            name="Agent",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('slug', models.SlugField(max_length=100, unique=True)),
-                ('display_name', models.CharField(max_length=200)),
-                ('purpose', models.TextField(blank=True)),
-                ('runbook_url', models.URLField(blank=True)),
-                ('slo_p95_latency_ms', models.PositiveIntegerField(blank=True, null=True)),
-                ('slo_success_rate', models.DecimalField(blank=True, decimal_places=4, max_digits=5, null=True)),
-                ('data_classification', models.CharField(choices=[('public', 'Public'), ('internal', 'Internal'), ('confidential', 'Confidential'), ('restricted', 'Restricted')], default='internal', max_length=20)),
-                ('allowed_tools', models.JSONField(blank=True, default=list)),
-                ('status', models.CharField(choices=[('draft', 'Draft'), ('active', 'Active'), ('deprecated', 'Deprecated'), ('retired', 'Retired')], default='draft', max_length=20)),
-                ('retired_at', models.DateTimeField(blank=True, null=True)),
-                ('retirement_reason', models.TextField(blank=True)),
-                ('created_at', models.DateTimeField(db_default=django.db.models.functions.datetime.Now())),
-                ('updated_at', models.DateTimeField(db_default=django.db.models.functions.datetime.Now())),
-                ('service_user', models.OneToOneField(on_delete=django.db.models.deletion.PROTECT, related_name='agent_identity', to=settings.AUTH_USER_MODEL)),
+                (
+                    "id",
+                    models.BigAutoField(
+                        auto_created=True, primary_key=True, serialize=False, verbose_name="ID"
+                    ),
+                ),
+                ("slug", models.SlugField(max_length=100, unique=True)),
+                ("display_name", models.CharField(max_length=200)),
+                ("purpose", models.TextField(blank=True)),
+                ("runbook_url", models.URLField(blank=True)),
+                ("slo_p95_latency_ms", models.PositiveIntegerField(blank=True, null=True)),
+                (
+                    "slo_success_rate",
+                    models.DecimalField(blank=True, decimal_places=4, max_digits=5, null=True),
+                ),
+                (
+                    "data_classification",
+                    models.CharField(
+                        choices=[
+                            ("public", "Public"),
+                            ("internal", "Internal"),
+                            ("confidential", "Confidential"),
+                            ("restricted", "Restricted"),
+                        ],
+                        default="internal",
+                        max_length=20,
+                    ),
+                ),
+                ("allowed_tools", models.JSONField(blank=True, default=list)),
+                (
+                    "status",
+                    models.CharField(
+                        choices=[
+                            ("draft", "Draft"),
+                            ("active", "Active"),
+                            ("deprecated", "Deprecated"),
+                            ("retired", "Retired"),
+                        ],
+                        default="draft",
+                        max_length=20,
+                    ),
+                ),
+                ("retired_at", models.DateTimeField(blank=True, null=True)),
+                ("retirement_reason", models.TextField(blank=True)),
+                ("created_at", models.DateTimeField(db_default=django.db.models.functions.datetime.Now())),
+                ("updated_at", models.DateTimeField(db_default=django.db.models.functions.datetime.Now())),
+                (
+                    "service_user",
+                    models.OneToOneField(
+                        on_delete=django.db.models.deletion.PROTECT,
+                        related_name="agent_identity",
+                        to=settings.AUTH_USER_MODEL,
+                    ),
+                ),
             ],
             options={
-                'ordering': ['slug'],
+                "ordering": ["slug"],
             },
         ),
         migrations.CreateModel(
-            name='Artifact',
+            name="Artifact",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('kind', models.CharField(choices=[('prompt', 'Prompt'), ('model_config', 'Model Config'), ('tool', 'Tool'), ('corpus', 'Corpus'), ('workflow', 'Workflow'), ('policy_bundle', 'Policy Bundle')], max_length=20)),
-                ('name', models.CharField(max_length=100)),
-                ('version', models.PositiveIntegerField()),
-                ('content', models.JSONField()),
-                ('digest', models.CharField(max_length=64)),
-                ('created_at', models.DateTimeField(db_default=django.db.models.functions.datetime.Now())),
-                ('author', models.ForeignKey(on_delete=django.db.models.deletion.PROTECT, related_name='+', to=settings.AUTH_USER_MODEL)),
+                (
+                    "id",
+                    models.BigAutoField(
+                        auto_created=True, primary_key=True, serialize=False, verbose_name="ID"
+                    ),
+                ),
+                (
+                    "kind",
+                    models.CharField(
+                        choices=[
+                            ("prompt", "Prompt"),
+                            ("model_config", "Model Config"),
+                            ("tool", "Tool"),
+                            ("corpus", "Corpus"),
+                            ("workflow", "Workflow"),
+                            ("policy_bundle", "Policy Bundle"),
+                        ],
+                        max_length=20,
+                    ),
+                ),
+                ("name", models.CharField(max_length=100)),
+                ("version", models.PositiveIntegerField()),
+                ("content", models.JSONField()),
+                ("digest", models.CharField(max_length=64)),
+                ("created_at", models.DateTimeField(db_default=django.db.models.functions.datetime.Now())),
+                (
+                    "author",
+                    models.ForeignKey(
+                        on_delete=django.db.models.deletion.PROTECT,
+                        related_name="+",
+                        to=settings.AUTH_USER_MODEL,
+                    ),
+                ),
             ],
             options={
-                'ordering': ['kind', 'name', '-version'],
+                "ordering": ["kind", "name", "-version"],
             },
         ),
         migrations.CreateModel(
-            name='Release',
+            name="Release",
             fields=[
-                ('id', models.CharField(max_length=40, primary_key=True, serialize=False)),
-                ('workflow', models.CharField(max_length=100)),
-                ('digest', models.CharField(max_length=64, unique=True)),
-                ('manifest', models.JSONField()),
-                ('notes', models.TextField(blank=True)),
-                ('created_at', models.DateTimeField(db_default=django.db.models.functions.datetime.Now())),
-                ('author', models.ForeignKey(on_delete=django.db.models.deletion.PROTECT, related_name='+', to=settings.AUTH_USER_MODEL)),
+                ("id", models.CharField(max_length=40, primary_key=True, serialize=False)),
+                ("workflow", models.CharField(max_length=100)),
+                ("digest", models.CharField(max_length=64, unique=True)),
+                ("manifest", models.JSONField()),
+                ("notes", models.TextField(blank=True)),
+                ("created_at", models.DateTimeField(db_default=django.db.models.functions.datetime.Now())),
+                (
+                    "author",
+                    models.ForeignKey(
+                        on_delete=django.db.models.deletion.PROTECT,
+                        related_name="+",
+                        to=settings.AUTH_USER_MODEL,
+                    ),
+                ),
             ],
             options={
-                'ordering': ['-created_at'],
+                "ordering": ["-created_at"],
             },
         ),
         migrations.CreateModel(
-            name='ChannelChange',
+            name="ChannelChange",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('action', models.CharField(choices=[('promote', 'Promote'), ('rollback', 'Rollback')], max_length=10)),
-                ('mode', models.CharField(choices=[('full', 'Full'), ('canary', 'Canary'), ('shadow', 'Shadow')], max_length=10)),
-                ('canary_percent', models.PositiveSmallIntegerField(null=True)),
-                ('actor', models.CharField(max_length=200)),
-                ('reason', models.TextField(blank=True)),
-                ('created_at', models.DateTimeField(db_default=django.db.models.functions.datetime.Now())),
-                ('channel', models.ForeignKey(on_delete=django.db.models.deletion.PROTECT, related_name='changes', to='registry.channel')),
-                ('baseline', models.ForeignKey(null=True, on_delete=django.db.models.deletion.PROTECT, related_name='+', to='registry.release')),
-                ('release', models.ForeignKey(null=True, on_delete=django.db.models.deletion.PROTECT, related_name='+', to='registry.release')),
+                (
+                    "id",
+                    models.BigAutoField(
+                        auto_created=True, primary_key=True, serialize=False, verbose_name="ID"
+                    ),
+                ),
+                (
+                    "action",
+                    models.CharField(
+                        choices=[("promote", "Promote"), ("rollback", "Rollback")], max_length=10
+                    ),
+                ),
+                (
+                    "mode",
+                    models.CharField(
+                        choices=[("full", "Full"), ("canary", "Canary"), ("shadow", "Shadow")], max_length=10
+                    ),
+                ),
+                ("canary_percent", models.PositiveSmallIntegerField(null=True)),
+                ("actor", models.CharField(max_length=200)),
+                ("reason", models.TextField(blank=True)),
+                ("created_at", models.DateTimeField(db_default=django.db.models.functions.datetime.Now())),
+                (
+                    "channel",
+                    models.ForeignKey(
+                        on_delete=django.db.models.deletion.PROTECT,
+                        related_name="changes",
+                        to="registry.channel",
+                    ),
+                ),
+                (
+                    "baseline",
+                    models.ForeignKey(
+                        null=True,
+                        on_delete=django.db.models.deletion.PROTECT,
+                        related_name="+",
+                        to="registry.release",
+                    ),
+                ),
+                (
+                    "release",
+                    models.ForeignKey(
+                        null=True,
+                        on_delete=django.db.models.deletion.PROTECT,
+                        related_name="+",
+                        to="registry.release",
+                    ),
+                ),
             ],
             options={
-                'ordering': ['channel', '-created_at', '-pk'],
+                "ordering": ["channel", "-created_at", "-pk"],
             },
         ),
         migrations.AddField(
-            model_name='channel',
-            name='baseline',
-            field=models.ForeignKey(blank=True, help_text='The release before the current one: what a rollback returns to.', null=True, on_delete=django.db.models.deletion.PROTECT, related_name='+', to='registry.release'),
+            model_name="channel",
+            name="baseline",
+            field=models.ForeignKey(
+                blank=True,
+                help_text="The release before the current one: what a rollback returns to.",
+                null=True,
+                on_delete=django.db.models.deletion.PROTECT,
+                related_name="+",
+                to="registry.release",
+            ),
         ),
         migrations.AddField(
-            model_name='channel',
-            name='release',
-            field=models.ForeignKey(blank=True, null=True, on_delete=django.db.models.deletion.PROTECT, related_name='+', to='registry.release'),
+            model_name="channel",
+            name="release",
+            field=models.ForeignKey(
+                blank=True,
+                null=True,
+                on_delete=django.db.models.deletion.PROTECT,
+                related_name="+",
+                to="registry.release",
+            ),
         ),
         migrations.CreateModel(
-            name='ReleaseAgent',
+            name="ReleaseAgent",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('agent', models.ForeignKey(on_delete=django.db.models.deletion.PROTECT, to='registry.agent')),
-                ('release', models.ForeignKey(on_delete=django.db.models.deletion.PROTECT, to='registry.release')),
+                (
+                    "id",
+                    models.BigAutoField(
+                        auto_created=True, primary_key=True, serialize=False, verbose_name="ID"
+                    ),
+                ),
+                (
+                    "agent",
+                    models.ForeignKey(on_delete=django.db.models.deletion.PROTECT, to="registry.agent"),
+                ),
+                (
+                    "release",
+                    models.ForeignKey(on_delete=django.db.models.deletion.PROTECT, to="registry.release"),
+                ),
             ],
         ),
         migrations.AddField(
-            model_name='release',
-            name='agents',
-            field=models.ManyToManyField(related_name='releases', through='registry.ReleaseAgent', to='registry.agent'),
+            model_name="release",
+            name="agents",
+            field=models.ManyToManyField(
+                related_name="releases", through="registry.ReleaseAgent", to="registry.agent"
+            ),
         ),
         migrations.CreateModel(
-            name='ReleaseArtifact',
+            name="ReleaseArtifact",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('artifact', models.ForeignKey(on_delete=django.db.models.deletion.PROTECT, to='registry.artifact')),
-                ('release', models.ForeignKey(on_delete=django.db.models.deletion.PROTECT, to='registry.release')),
+                (
+                    "id",
+                    models.BigAutoField(
+                        auto_created=True, primary_key=True, serialize=False, verbose_name="ID"
+                    ),
+                ),
+                (
+                    "artifact",
+                    models.ForeignKey(on_delete=django.db.models.deletion.PROTECT, to="registry.artifact"),
+                ),
+                (
+                    "release",
+                    models.ForeignKey(on_delete=django.db.models.deletion.PROTECT, to="registry.release"),
+                ),
             ],
         ),
         migrations.AddField(
-            model_name='release',
-            name='artifacts',
-            field=models.ManyToManyField(related_name='releases', through='registry.ReleaseArtifact', to='registry.artifact'),
+            model_name="release",
+            name="artifacts",
+            field=models.ManyToManyField(
+                related_name="releases", through="registry.ReleaseArtifact", to="registry.artifact"
+            ),
         ),
         migrations.CreateModel(
-            name='ReleaseEvaluation',
+            name="ReleaseEvaluation",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('suite', models.CharField(max_length=200)),
-                ('score', models.DecimalField(decimal_places=4, max_digits=6)),
-                ('details', models.JSONField(blank=True, default=dict)),
-                ('created_at', models.DateTimeField(db_default=django.db.models.functions.datetime.Now())),
-                ('recorded_by', models.ForeignKey(on_delete=django.db.models.deletion.PROTECT, related_name='+', to=settings.AUTH_USER_MODEL)),
-                ('release', models.ForeignKey(on_delete=django.db.models.deletion.PROTECT, related_name='evaluations', to='registry.release')),
+                (
+                    "id",
+                    models.BigAutoField(
+                        auto_created=True, primary_key=True, serialize=False, verbose_name="ID"
+                    ),
+                ),
+                ("suite", models.CharField(max_length=200)),
+                ("score", models.DecimalField(decimal_places=4, max_digits=6)),
+                ("details", models.JSONField(blank=True, default=dict)),
+                ("created_at", models.DateTimeField(db_default=django.db.models.functions.datetime.Now())),
+                (
+                    "recorded_by",
+                    models.ForeignKey(
+                        on_delete=django.db.models.deletion.PROTECT,
+                        related_name="+",
+                        to=settings.AUTH_USER_MODEL,
+                    ),
+                ),
+                (
+                    "release",
+                    models.ForeignKey(
+                        on_delete=django.db.models.deletion.PROTECT,
+                        related_name="evaluations",
+                        to="registry.release",
+                    ),
+                ),
             ],
             options={
-                'ordering': ['-created_at'],
+                "ordering": ["-created_at"],
             },
         ),
         migrations.CreateModel(
-            name='ReleaseSignOff',
+            name="ReleaseSignOff",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('comment', models.TextField(blank=True)),
-                ('created_at', models.DateTimeField(db_default=django.db.models.functions.datetime.Now())),
-                ('release', models.ForeignKey(on_delete=django.db.models.deletion.PROTECT, related_name='signoffs', to='registry.release')),
-                ('user', models.ForeignKey(on_delete=django.db.models.deletion.PROTECT, related_name='+', to=settings.AUTH_USER_MODEL)),
+                (
+                    "id",
+                    models.BigAutoField(
+                        auto_created=True, primary_key=True, serialize=False, verbose_name="ID"
+                    ),
+                ),
+                ("comment", models.TextField(blank=True)),
+                ("created_at", models.DateTimeField(db_default=django.db.models.functions.datetime.Now())),
+                (
+                    "release",
+                    models.ForeignKey(
+                        on_delete=django.db.models.deletion.PROTECT,
+                        related_name="signoffs",
+                        to="registry.release",
+                    ),
+                ),
+                (
+                    "user",
+                    models.ForeignKey(
+                        on_delete=django.db.models.deletion.PROTECT,
+                        related_name="+",
+                        to=settings.AUTH_USER_MODEL,
+                    ),
+                ),
             ],
             options={
-                'ordering': ['created_at'],
+                "ordering": ["created_at"],
             },
         ),
         migrations.CreateModel(
-            name='Team',
+            name="Team",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('slug', models.SlugField(max_length=100, unique=True)),
-                ('name', models.CharField(max_length=200)),
-                ('support_queue', models.CharField(blank=True, help_text='Queue or pager alias.', max_length=200)),
-                ('created_at', models.DateTimeField(db_default=django.db.models.functions.datetime.Now())),
-                ('members', models.ManyToManyField(blank=True, related_name='teams', to=settings.AUTH_USER_MODEL)),
+                (
+                    "id",
+                    models.BigAutoField(
+                        auto_created=True, primary_key=True, serialize=False, verbose_name="ID"
+                    ),
+                ),
+                ("slug", models.SlugField(max_length=100, unique=True)),
+                ("name", models.CharField(max_length=200)),
+                (
+                    "support_queue",
+                    models.CharField(blank=True, help_text="Queue or pager alias.", max_length=200),
+                ),
+                ("created_at", models.DateTimeField(db_default=django.db.models.functions.datetime.Now())),
+                (
+                    "members",
+                    models.ManyToManyField(blank=True, related_name="teams", to=settings.AUTH_USER_MODEL),
+                ),
             ],
             options={
-                'ordering': ['slug'],
+                "ordering": ["slug"],
             },
         ),
         migrations.AddField(
-            model_name='agent',
-            name='owner_team',
-            field=models.ForeignKey(blank=True, null=True, on_delete=django.db.models.deletion.PROTECT, related_name='agents', to='registry.team'),
+            model_name="agent",
+            name="owner_team",
+            field=models.ForeignKey(
+                blank=True,
+                null=True,
+                on_delete=django.db.models.deletion.PROTECT,
+                related_name="agents",
+                to="registry.team",
+            ),
         ),
         migrations.AddIndex(
-            model_name='artifact',
-            index=models.Index(fields=['kind', 'name', '-version'], name='artifact_latest_idx'),
+            model_name="artifact",
+            index=models.Index(fields=["kind", "name", "-version"], name="artifact_latest_idx"),
         ),
         migrations.AddConstraint(
-            model_name='artifact',
-            constraint=models.UniqueConstraint(fields=('kind', 'name', 'version'), name='artifact_version_once'),
+            model_name="artifact",
+            constraint=models.UniqueConstraint(
+                fields=("kind", "name", "version"), name="artifact_version_once"
+            ),
         ),
         migrations.AddConstraint(
-            model_name='channel',
-            constraint=models.UniqueConstraint(fields=('workflow', 'name'), name='channel_once_per_workflow'),
+            model_name="channel",
+            constraint=models.UniqueConstraint(fields=("workflow", "name"), name="channel_once_per_workflow"),
         ),
         migrations.AddConstraint(
-            model_name='releaseagent',
-            constraint=models.UniqueConstraint(fields=('release', 'agent'), name='release_agent_once'),
+            model_name="releaseagent",
+            constraint=models.UniqueConstraint(fields=("release", "agent"), name="release_agent_once"),
         ),
         migrations.AddConstraint(
-            model_name='releaseartifact',
-            constraint=models.UniqueConstraint(fields=('release', 'artifact'), name='release_artifact_once'),
+            model_name="releaseartifact",
+            constraint=models.UniqueConstraint(fields=("release", "artifact"), name="release_artifact_once"),
         ),
         migrations.AddIndex(
-            model_name='release',
-            index=models.Index(fields=['workflow', '-created_at'], name='release_workflow_idx'),
+            model_name="release",
+            index=models.Index(fields=["workflow", "-created_at"], name="release_workflow_idx"),
         ),
         migrations.AddConstraint(
-            model_name='releasesignoff',
-            constraint=models.UniqueConstraint(fields=('release', 'user'), name='signoff_once_per_person'),
+            model_name="releasesignoff",
+            constraint=models.UniqueConstraint(fields=("release", "user"), name="signoff_once_per_person"),
         ),
         migrations.AddIndex(
-            model_name='agent',
-            index=models.Index(fields=['status', 'slug'], name='agent_status_idx'),
+            model_name="agent",
+            index=models.Index(fields=["status", "slug"], name="agent_status_idx"),
         ),
         migrations.AddIndex(
-            model_name='agent',
-            index=models.Index(fields=['owner_team', 'slug'], name='agent_owner_idx'),
+            model_name="agent",
+            index=models.Index(fields=["owner_team", "slug"], name="agent_owner_idx"),
         ),
         migrations.AddIndex(
-            model_name='agent',
-            index=models.Index(fields=['data_classification', 'slug'], name='agent_class_idx'),
+            model_name="agent",
+            index=models.Index(fields=["data_classification", "slug"], name="agent_class_idx"),
         ),
     ]

@@ -9,9 +9,10 @@ from django.db import transaction
 from django.db.models.functions import Now
 
 from controlplane.audit import record
-from controlplane.errors import Conflict, InvalidInput
+from controlplane.errors import Conflict, Forbidden, InvalidInput
 from controlplane.identity import AGENT, AGENT_USERNAME_PREFIX, IssuedKey, api_key_issue
 
+from .. import hooks
 from ..artifact_kinds import SIDE_EFFECTS
 from ..models import Agent, Artifact, Team
 
@@ -95,20 +96,41 @@ def agent_update(*, agent: Agent, changes: dict[str, Any], actor: Any) -> Agent:
     return agent
 
 
-@transaction.atomic
 def agent_transition(*, agent: Agent, to_status: str, actor: Any, reason: str = "") -> Agent:
-    agent = Agent.objects.select_for_update().get(pk=agent.pk)
-    if to_status == agent.status:
-        return agent
-    if to_status not in TRANSITIONS[agent.status]:
-        raise Conflict(f"Agent {agent.slug!r} cannot go from {agent.status} to {to_status}.")
-    if to_status == Agent.Status.ACTIVE:
-        _raise_activation_problems(agent)
-    if to_status == Agent.Status.RETIRED:
-        if not reason.strip():
+    """Move an agent along its lifecycle. A move that policy refuses is recorded, then raised."""
+    with transaction.atomic():
+        agent = Agent.objects.select_for_update().get(pk=agent.pk)
+        if to_status == agent.status:
+            return agent
+        if to_status not in TRANSITIONS[agent.status]:
+            raise Conflict(f"Agent {agent.slug!r} cannot go from {agent.status} to {to_status}.")
+        if to_status == Agent.Status.ACTIVE:
+            _raise_activation_problems(agent)
+        if to_status == Agent.Status.RETIRED and not reason.strip():
             raise InvalidInput(
                 "Retiring an agent needs a reason.", errors={"reason": ["This field is required."]}
             )
+        refusals = [
+            refusal for check in hooks.lifecycle_checks for refusal in check(agent, to_status, reason, actor)
+        ]
+        if refusals:
+            record(
+                actor,
+                "agent.lifecycle_refused",
+                agent,
+                {"from": agent.status, "to": to_status, "reasons": refusals},
+            )
+        else:
+            _apply_transition(agent, to_status, reason, actor)
+    if refusals:
+        raise Forbidden(
+            f"Policy refuses {agent.slug} → {to_status}: {'; '.join(refusals)}.", errors={"policy": refusals}
+        )
+    return agent
+
+
+def _apply_transition(agent: Agent, to_status: str, reason: str, actor: Any) -> None:
+    if to_status == Agent.Status.RETIRED:
         agent.retired_at = Now()
         agent.retirement_reason = reason
         # Its identity dies with it: every key of the service user stops working.
@@ -120,7 +142,6 @@ def agent_transition(*, agent: Agent, to_status: str, actor: Any, reason: str = 
     agent.save()
     agent.refresh_from_db()
     record(actor, "agent.lifecycle", agent, {"from": previous, "to": to_status, "reason": reason})
-    return agent
 
 
 def agent_issue_key(

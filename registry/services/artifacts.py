@@ -10,6 +10,7 @@ from controlplane.audit import record
 from controlplane.canonical import CanonicalizationError, digest
 from controlplane.errors import Conflict, InvalidInput
 
+from .. import hooks
 from .. import workflow_definitions as wf
 from ..artifact_kinds import NAME_RE, Problem, content_problems
 from ..models import Agent, Artifact
@@ -42,6 +43,8 @@ def artifact_publish(
         content = _checked_workflow(name, content)
     else:
         _raise_problems(content_problems(kind, content), f"{kind} {name!r}")
+        for check in hooks.publish_checks[kind]:
+            _raise_problems(check(content), f"{kind} {name!r}")
     try:
         content_digest = digest(content)
     except CanonicalizationError as error:

@@ -12,6 +12,7 @@ from controlplane.audit import record
 from controlplane.canonical import digest
 from controlplane.errors import Conflict, Forbidden, InvalidInput
 
+from .. import hooks
 from .. import workflow_definitions as wf
 from ..models import (
     Agent,
@@ -247,13 +248,14 @@ def promotion_gate_problems(release: Release) -> list[str]:
     signers = release.signoffs.exclude(user_id=release.author_id).count()
     if signers < REQUIRED_SIGNOFFS:
         problems.append(f"{signers} of {REQUIRED_SIGNOFFS} sign-offs by people other than the author")
+    return problems + _retired_agent_problems(release)
+
+
+def _retired_agent_problems(release: Release) -> list[str]:
     retired = sorted(release.agents.filter(status=Agent.Status.RETIRED).values_list("slug", flat=True))
-    if retired:
-        problems.append(f"uses retired agents: {', '.join(retired)}")
-    return problems
+    return [f"uses retired agents: {', '.join(retired)}"] if retired else []
 
 
-@transaction.atomic
 def release_promote(
     *,
     release: Release,
@@ -263,7 +265,10 @@ def release_promote(
     canary_percent: int | None = None,
     reason: str = "",
 ) -> Channel:
-    """Point a channel of the release's workflow at it; the current release becomes the baseline."""
+    """Point a channel of the release's workflow at it; the current release becomes the baseline.
+
+    A refused promotion is recorded (with the policy decisions behind it) before it is raised.
+    """
     if mode not in Channel.Mode.values:
         raise InvalidInput(
             f"Unknown rollout mode {mode!r}.", errors={"mode": [f"One of {Channel.Mode.values}."]}
@@ -275,25 +280,38 @@ def release_promote(
         )
     if canary_percent is not None and not 1 <= canary_percent <= 99:
         raise InvalidInput("canary_percent must be between 1 and 99.", errors={"canary_percent": ["1-99."]})
-    target, _ = Channel.objects.select_for_update().get_or_create(
-        workflow=release.workflow, name=channel, defaults={"requires_gates": channel in GATED_CHANNELS}
-    )
-    if target.requires_gates:
-        problems = promotion_gate_problems(release)
+    with transaction.atomic():
+        target, _ = Channel.objects.select_for_update().get_or_create(
+            workflow=release.workflow, name=channel, defaults={"requires_gates": channel in GATED_CHANNELS}
+        )
+        problems = (
+            promotion_gate_problems(release) if target.requires_gates else _retired_agent_problems(release)
+        )
+        for check in hooks.promotion_checks:
+            problems += [
+                reason
+                for reason in check(release, channel, target.requires_gates, actor)
+                if reason not in problems
+            ]
         if problems:
-            raise Conflict(
-                f"{release.id} cannot be promoted to {target}: {'; '.join(problems)}.",
-                errors={"gates": problems},
+            record(
+                actor,
+                "release.promotion_refused",
+                release,
+                {"channel": channel, "reasons": problems},
+                release_id=release.id,
             )
-    elif release.agents.filter(status=Agent.Status.RETIRED).exists():
-        raise Conflict(f"{release.id} uses a retired agent and cannot be promoted.")
-    if (target.release_id, target.mode, target.canary_percent) == (release.id, mode, canary_percent):
-        return target
-    if target.release_id != release.id:
-        target.baseline_id = target.release_id
-    target.release = release
-    target.mode, target.canary_percent = mode, canary_percent
-    return _save_change(target, ChannelChange.Action.PROMOTE, actor, reason)
+        elif (target.release_id, target.mode, target.canary_percent) != (release.id, mode, canary_percent):
+            if target.release_id != release.id:
+                target.baseline_id = target.release_id
+            target.release = release
+            target.mode, target.canary_percent = mode, canary_percent
+            target = _save_change(target, ChannelChange.Action.PROMOTE, actor, reason)
+    if problems:
+        raise Conflict(
+            f"{release.id} cannot be promoted to {target}: {'; '.join(problems)}.", errors={"gates": problems}
+        )
+    return target
 
 
 @transaction.atomic

@@ -32,7 +32,9 @@ def post(client, path, body):
 @pytest.fixture
 def agent_client(demo_registry):
     agent = Agent.objects.get(slug="case_manager")
-    issued = agent_services.agent_issue_key(agent=agent, actor=Actor("platform"))
+    issued = agent_services.agent_issue_key(
+        agent=agent, actor=Actor("platform", roles=frozenset({"platform"}))
+    )
     client = APIClient()
     client.credentials(HTTP_AUTHORIZATION=f"Bearer {issued.secret}")
     return client

@@ -18,7 +18,7 @@ from registry.services.bundles import bundle_apply, bundle_export
 from tests.factories import UserFactory
 
 pytestmark = pytest.mark.django_db
-ACTOR = Actor("platform")
+ACTOR = Actor("platform", roles=frozenset({"platform"}))
 PROMPT = {"template": "Hello {{ name }}", "variables_schema": {"type": "object"}}
 
 

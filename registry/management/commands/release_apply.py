@@ -4,7 +4,7 @@ from django.contrib.auth import get_user_model
 from django.core.management.base import BaseCommand, CommandError
 
 from controlplane.errors import ServiceError
-from controlplane.identity import Actor
+from controlplane.identity import actor_for
 from registry.services.bundles import bundle_apply, load_bundle_file
 
 
@@ -25,7 +25,7 @@ class Command(BaseCommand):
         if author is None:
             raise CommandError(f"No active user named {username!r} (choose one with --as).")
         try:
-            report = bundle_apply(bundle=load_bundle_file(bundle), author=author, actor=Actor(name=username))
+            report = bundle_apply(bundle=load_bundle_file(bundle), author=author, actor=actor_for(author))
         except ServiceError as error:
             problems = (error.errors or {}).get("problems") or (error.errors or {}).get("release") or []
             details = "".join(
