@@ -70,11 +70,11 @@ class Actor:
 
 def actor_for(user: AbstractBaseUser, api_key: ApiKey | None = None) -> Actor:
     credential = api_key.prefix if api_key else ""
-    if AGENT in user_roles(user):
-        return Actor(
-            name=user.get_username().removeprefix(AGENT_USERNAME_PREFIX), kind="agent", credential=credential
-        )
-    return Actor(name=user.get_username(), credential=credential)
+    roles = user_roles(user)
+    if AGENT in roles:
+        name = user.get_username().removeprefix(AGENT_USERNAME_PREFIX)
+        return Actor(name=name, kind="agent", credential=credential, roles=roles)
+    return Actor(name=user.get_username(), credential=credential, roles=roles)
 
 
 @dataclass(frozen=True)

@@ -1,5 +1,6 @@
 """The policy engine's checks on registry use cases (registered into `registry.hooks`)."""
 
+from functools import lru_cache
 from typing import Any
 
 from registry import hooks
@@ -24,6 +25,12 @@ def register() -> None:
 def bundle_problems(content: dict) -> list[Problem]:
     """A bundle is published only if it compiles with every decision point and its tests pass."""
     bundle = PolicyBundle.from_content("candidate", content)
+    return _problems_by_digest(bundle.digest, bundle)
+
+
+@lru_cache(maxsize=32)
+def _problems_by_digest(digest: str, bundle: PolicyBundle) -> list[Problem]:
+    """Same content, same digest, same verdict: a bundle's tests run once per process."""
     try:
         EmbeddedEngine().compile(bundle)
     except EngineError as error:
@@ -70,9 +77,7 @@ def promotion_refusals(release: Release, channel: str, gated: bool, actor: Any) 
         actor=_subject(actor),
     )
     decision = policy_decide("release.promote", document, bundle=governance_bundle(), actor=actor)
-    return (
-        [] if decision.allow else [f"policy: {reason}" for reason in decision.reasons] or ["policy: denied"]
-    )
+    return [] if decision.allow else decision.reasons or ["denied by policy"]
 
 
 def lifecycle_refusals(agent: Agent, to_status: str, reason: str, actor: Any) -> list[str]:
@@ -90,6 +95,4 @@ def lifecycle_refusals(agent: Agent, to_status: str, reason: str, actor: Any) ->
         actor=_subject(actor),
     )
     decision = policy_decide("agent.lifecycle", document, bundle=governance_bundle(), actor=actor)
-    return (
-        [] if decision.allow else [f"policy: {reason}" for reason in decision.reasons] or ["policy: denied"]
-    )
+    return [] if decision.allow else decision.reasons or ["denied by policy"]

@@ -68,6 +68,11 @@ def policy_evaluate(
             engine.name,
             0,
         )
+    try:
+        engine.prepare(bundle)
+    except EngineError as error:
+        logger.warning("policy bundle %s unusable: %s", bundle.digest[:12], error)
+        return _denied(PolicyDecision.Failure.UNAVAILABLE, f"engine error: {error}"[:500], engine.name, 0)
     started = time.perf_counter()
     try:
         result = engine.evaluate(bundle, definition.entrypoint, document)

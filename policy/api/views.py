@@ -11,9 +11,10 @@ from controlplane.identity import ADMIN, AUDITOR, PLATFORM
 
 from .. import selectors
 from ..bundles import PolicyBundle, bundle_by_ref, governance_bundle
+from ..engines import EngineError
+from ..engines.embedded import EmbeddedEngine
 from ..impact import impact_analysis
 from ..models import PolicyDecision
-from ..registry_checks import bundle_problems
 from ..services import policy_evaluate
 from . import serializers as s
 
@@ -65,9 +66,10 @@ def _bundle(value: str | dict | None) -> PolicyBundle:
             )
         return bundle
     bundle = PolicyBundle.from_content("candidate", value)
-    compile_problems = [p for p in bundle_problems(bundle.content) if "does not compile" in p.message]
-    if compile_problems:
-        raise InvalidInput(compile_problems[0].message, errors={"bundle": [compile_problems[0].message]})
+    try:
+        EmbeddedEngine().compile(bundle)
+    except EngineError as error:
+        raise InvalidInput(str(error)[:1000], errors={"bundle": [str(error)[:1000]]}) from error
     return bundle
 
 

@@ -28,6 +28,9 @@ UNDEFINED = _Undefined()
 class PolicyEngine(Protocol):
     name: str
 
+    def prepare(self, bundle: PolicyBundle) -> None:
+        """Make the bundle ready (compile it, push it): a one-off cost, not part of a decision's time."""
+
     def evaluate(self, bundle: PolicyBundle, entrypoint: str, document: dict) -> Any: ...
 
 

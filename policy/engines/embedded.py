@@ -25,6 +25,9 @@ class EmbeddedEngine:
     def __init__(self) -> None:
         self._local = threading.local()
 
+    def prepare(self, bundle: PolicyBundle) -> None:
+        self.compile(bundle)
+
     def evaluate(self, bundle: PolicyBundle, entrypoint: str, document: dict) -> Any:
         interpreter, compiled = self.compile(bundle)
         try:

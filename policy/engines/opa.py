@@ -70,14 +70,21 @@ class OpaServerEngine:
         self._loaded: set[str] = set()
         self._lock = threading.Lock()
 
-    def evaluate(self, bundle: PolicyBundle, entrypoint: str, document: dict) -> Any:
-        prefix = namespace(bundle)
+    def prepare(self, bundle: PolicyBundle) -> None:
         try:
-            self._ensure_loaded(bundle, prefix)
-            response = self._client.query_rule(document, f"{prefix}.{entrypoint.replace('/', '.')}")
+            self._ensure_loaded(bundle, namespace(bundle))
         except EngineError:
             raise
         except Exception as error:  # requests' and opa_client's errors alike: no answer is a failure
+            raise EngineError(f"pushing the bundle to OPA failed: {error}") from error
+
+    def evaluate(self, bundle: PolicyBundle, entrypoint: str, document: dict) -> Any:
+        self.prepare(bundle)
+        try:
+            response = self._client.query_rule(
+                document, f"{namespace(bundle)}.{entrypoint.replace('/', '.')}"
+            )
+        except Exception as error:
             raise EngineError(f"OPA query failed: {error}") from error
         return response.get("result", UNDEFINED)
 

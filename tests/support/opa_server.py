@@ -19,6 +19,7 @@ class FakeOpa:
         self.delay_s = 0.0
         self.fail = False
         self.requests: list[tuple[str, str]] = []
+        self._compiled: dict[tuple[str, ...], tuple[Interpreter, object]] = {}  # emptied by every PUT
         self._server = ThreadingHTTPServer(("127.0.0.1", 0), self._handler())
         self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
 
@@ -35,18 +36,24 @@ class FakeOpa:
         self._server.server_close()
 
     def put_data(self, path: list[str], value) -> None:
+        self._compiled.clear()
         node = self.data
         for key in path[:-1]:
             node = node.setdefault(key, {})
         node[path[-1]] = value
 
     def evaluate(self, path: list[str], document) -> dict:
-        interpreter = Interpreter()
-        for name, source in sorted(self.policies.items()):
-            interpreter.add_module(name, source)
-        interpreter.add_data(self.data)
+        """Like OPA: policies and data compiled once, then each query evaluated against them."""
+        key = tuple(path)
+        if key not in self._compiled:
+            interpreter = Interpreter()
+            for name, source in sorted(self.policies.items()):
+                interpreter.add_module(name, source)
+            interpreter.add_data(self.data)
+            self._compiled[key] = (interpreter, interpreter.build(None, ["/".join(path)]))
+        interpreter, compiled = self._compiled[key]
         interpreter.set_input(Input(document))
-        output = interpreter.query("data." + ".".join(path))
+        output = interpreter.query_bundle_entrypoint(compiled, "/".join(path))
         if not output.ok():
             raise RegoError(str(output))
         expressions = output.results[0].expressions if output.results else []
@@ -79,6 +86,7 @@ class FakeOpa:
                     except RegoError as error:
                         return self._reply(400, {"code": "invalid_parameter", "message": str(error)})
                     opa.policies[self.path.removeprefix("/v1/policies/")] = source
+                    opa._compiled.clear()
                     return self._reply(200, {})
                 if self.path.startswith("/v1/data/"):
                     opa.put_data(self.path.removeprefix("/v1/data/").split("/"), json.loads(self._body()))

@@ -1,0 +1,84 @@
+"""Policy pages: the decision log and impact analysis, for operators and auditors."""
+
+from collections.abc import Callable
+from functools import wraps
+
+from django.contrib.auth.decorators import login_required
+from django.core.exceptions import PermissionDenied
+from django.core.paginator import Paginator
+from django.http import HttpRequest, HttpResponse
+from django.shortcuts import get_object_or_404, render
+
+from controlplane.htmx import render_page
+from controlplane.identity import ADMIN, AUDITOR, PLATFORM, has_role
+from registry.models import Artifact
+
+from . import selectors
+from .bundles import bundle_by_ref, governance_bundle
+from .decision_points import POINTS
+from .impact import DEFAULT_SAMPLE, impact_analysis
+from .models import PolicyDecision
+
+PER_PAGE = 50
+
+
+def operators_only(view: Callable) -> Callable:
+    @login_required
+    @wraps(view)
+    def checked(request: HttpRequest, *args, **kwargs) -> HttpResponse:
+        if not has_role(request.user, PLATFORM, AUDITOR, ADMIN):
+            raise PermissionDenied
+        return view(request, *args, **kwargs)
+
+    return checked
+
+
+@operators_only
+def decision_list(request: HttpRequest) -> HttpResponse:
+    filters = {key: request.GET.get(key, "") for key in ("point", "outcome", "failure", "run_id")}
+    decisions = selectors.decisions_list(
+        point=filters["point"] if filters["point"] in POINTS else "",
+        allow={"allow": True, "deny": False}.get(filters["outcome"]),
+        failure=filters["failure"] if filters["failure"] in PolicyDecision.Failure.values else "",
+        run_id=filters["run_id"].strip(),
+    )
+    context = {
+        "page": Paginator(decisions, PER_PAGE).get_page(request.GET.get("page")),
+        "points": sorted(POINTS),
+        "failures": [choice for choice in PolicyDecision.Failure.choices if choice[0]],
+        "filters": filters,
+    }
+    return render_page(request, "policy/decision_list.html", "policy/_partials/decision_rows.html", context)
+
+
+@operators_only
+def decision_detail(request: HttpRequest, pk: int) -> HttpResponse:
+    return render(
+        request, "policy/decision_detail.html", {"decision": get_object_or_404(PolicyDecision, pk=pk)}
+    )
+
+
+@operators_only
+def impact(request: HttpRequest) -> HttpResponse:
+    """Pick a published bundle version; see which recent decisions it would change."""
+    candidates = Artifact.objects.filter(kind=Artifact.Kind.POLICY_BUNDLE).order_by("name", "-version")
+    chosen = request.GET.get("bundle", "")
+    context = {
+        "candidates": candidates,
+        "chosen": chosen,
+        "current": governance_bundle(),
+        "points": sorted(POINTS),
+        "point": request.GET.get("point", ""),
+        "sample": DEFAULT_SAMPLE,
+    }
+    if chosen:
+        bundle = bundle_by_ref(chosen)
+        if bundle is None:
+            context["error"] = f"No published policy bundle {chosen!r}."
+        else:
+            point = context["point"] if context["point"] in POINTS else ""
+            context["report"] = impact_analysis(bundle, point=point)
+            context["bundle"] = bundle
+    if "error" in context:
+        return render(request, "policy/impact.html", context, status=422)
+    return render_page(request, "policy/impact.html", "policy/_partials/impact_report.html", context)
