@@ -76,3 +76,9 @@ def test_impact_page_shows_the_decisions_a_published_candidate_changes(signed_in
     assert "1</strong> of 2 decisions would change" in html
     assert "approval removed" in html
     assert client.get("/policy/impact/?bundle=default@9").status_code == 422
+
+
+def test_navigation_shows_policy_to_operators_only(signed_in, auditor, reviewer, client):
+    assert 'href="/policy/decisions/"' in signed_in(auditor).get("/").content.decode()
+    client.logout()
+    assert 'href="/policy/decisions/"' not in signed_in(reviewer).get("/").content.decode()
