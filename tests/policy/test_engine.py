@@ -128,3 +128,18 @@ def test_every_decision_is_logged_once_with_redacted_input():
         "agent:a",
     )
     assert logged.latency_us > 0
+
+
+def test_the_embedded_engine_is_safe_for_concurrent_threads():
+    from concurrent.futures import ThreadPoolExecutor
+
+    engine = EmbeddedEngine()
+    allow, deny = bundle(), bundle('decision := {"allow": false, "require_approval": false, "reasons": ["no"]}')
+
+    def decide(n: int) -> tuple[int, bool]:
+        chosen = allow if n % 2 else deny
+        return n, engine.evaluate(chosen, "baton/tool_call/decision", TOOL_CALL)["allow"]
+
+    with ThreadPoolExecutor(max_workers=4) as pool:
+        answers = list(pool.map(decide, range(200)))
+    assert all(allowed == bool(n % 2) for n, allowed in answers)
