@@ -134,7 +134,8 @@ def test_the_embedded_engine_is_safe_for_concurrent_threads():
     from concurrent.futures import ThreadPoolExecutor
 
     engine = EmbeddedEngine()
-    allow, deny = bundle(), bundle('decision := {"allow": false, "require_approval": false, "reasons": ["no"]}')
+    allow = bundle()
+    deny = bundle('decision := {"allow": false, "require_approval": false, "reasons": ["no"]}')
 
     def decide(n: int) -> tuple[int, bool]:
         chosen = allow if n % 2 else deny
