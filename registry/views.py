@@ -251,7 +251,7 @@ def channel_rollback(request: HttpRequest, release_id: str, channel: str) -> Htt
     form = forms.RollbackForm(request.POST)
     rolled_back = form.submit(
         lambda data: release_services.channel_rollback(
-            channel=target, reason=data["reason"], actor=actor_for(request.user)
+            channel=target, reason=data["reason"], actor=actor_for(request.user), from_release=release.pk
         )
     )
     if rolled_back:

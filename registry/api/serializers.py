@@ -169,8 +169,15 @@ class PromoteInputSerializer(StrictInputSerializer):
     reason = serializers.CharField(required=False, allow_blank=True, default="", max_length=2000)
 
 
-class ReasonInputSerializer(StrictInputSerializer):
+class RollbackInputSerializer(StrictInputSerializer):
     reason = serializers.CharField(required=False, allow_blank=True, default="", max_length=2000)
+    from_release = serializers.CharField(
+        required=False,
+        allow_blank=True,
+        default="",
+        max_length=40,
+        help_text="The release you expect on the channel; a stale rollback is refused with 409.",
+    )
 
 
 class ChannelSerializer(serializers.ModelSerializer):

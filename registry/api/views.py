@@ -274,11 +274,9 @@ class ChannelListView(RegistryPermissions, generics.ListAPIView):
 
 
 class ChannelRollbackView(RegistryPermissions, APIView):
-    @extend_schema(request=s.ReasonInputSerializer, responses={200: s.ChannelSerializer})
+    @extend_schema(request=s.RollbackInputSerializer, responses={200: s.ChannelSerializer})
     def post(self, request: Request, workflow: str, name: str) -> Response:
-        data = _valid(s.ReasonInputSerializer, request)
+        data = _valid(s.RollbackInputSerializer, request)
         channel = get_object_or_404(Channel, workflow=workflow, name=name)
-        channel = release_services.channel_rollback(
-            channel=channel, actor=self.actor(), reason=data["reason"]
-        )
+        channel = release_services.channel_rollback(channel=channel, actor=self.actor(), **data)
         return Response(s.ChannelSerializer(channel).data)

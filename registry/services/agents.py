@@ -64,6 +64,7 @@ def agent_register(*, slug: str, display_name: str, actor: Any, **fields: Any) -
     if Agent.objects.filter(slug=slug).exists():
         raise Conflict(f"An agent {slug!r} already exists.")
     _check_allowed_tools(fields.get("allowed_tools", []))
+    _check_runbook(fields.get("runbook_url", ""))
     service_user = get_user_model().objects.create_user(username=f"{AGENT_USERNAME_PREFIX}{slug}")
     service_user.groups.add(Group.objects.get(name=AGENT))
     agent = Agent.objects.create(slug=slug, display_name=display_name, service_user=service_user, **fields)
@@ -81,6 +82,7 @@ def agent_update(*, agent: Agent, changes: dict[str, Any], actor: Any) -> Agent:
         raise InvalidInput(f"These fields cannot be edited: {', '.join(sorted(unknown))}.")
     if "allowed_tools" in changes:
         _check_allowed_tools(changes["allowed_tools"])
+    _check_runbook(changes.get("runbook_url", ""))
     before = _snapshot(agent)
     for field, value in changes.items():
         setattr(agent, field, value)
@@ -159,6 +161,14 @@ def agent_issue_key(
         expires_in=expires_in,
         issued_by=actor,
     )
+
+
+def _check_runbook(url: str) -> None:
+    # Rendered as a link: anything but http(s) (javascript:, data:) is refused.
+    if url and not url.lower().startswith(("https://", "http://")):
+        raise InvalidInput(
+            "A runbook URL must start with http:// or https://.", errors={"runbook_url": ["Bad URL."]}
+        )
 
 
 def _raise_activation_problems(agent: Agent) -> None:

@@ -1,5 +1,6 @@
 """Releases (immutable pins), their promotion gates, channels and rollback."""
 
+import re
 from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any
@@ -27,6 +28,7 @@ from ..models import (
 )
 
 GATED_CHANNELS = ("production",)
+CHANNEL_NAME = re.compile(r"[a-z0-9][a-z0-9\-]{0,49}")
 REQUIRED_SIGNOFFS = 2
 
 
@@ -280,20 +282,18 @@ def release_promote(
         )
     if canary_percent is not None and not 1 <= canary_percent <= 99:
         raise InvalidInput("canary_percent must be between 1 and 99.", errors={"canary_percent": ["1-99."]})
+    if not CHANNEL_NAME.fullmatch(channel):
+        raise InvalidInput(
+            f"Bad channel name {channel!r}.", errors={"channel": ["Lower-case letters, digits, -."]}
+        )
     with transaction.atomic():
-        target, _ = Channel.objects.select_for_update().get_or_create(
-            workflow=release.workflow, name=channel, defaults={"requires_gates": channel in GATED_CHANNELS}
-        )
-        problems = (
-            promotion_gate_problems(release) if target.requires_gates else _retired_agent_problems(release)
-        )
+        target = Channel.objects.select_for_update().filter(workflow=release.workflow, name=channel).first()
+        gated = target.requires_gates if target else channel in GATED_CHANNELS
+        problems = promotion_gate_problems(release) if gated else _retired_agent_problems(release)
         for check in hooks.promotion_checks:
-            problems += [
-                reason
-                for reason in check(release, channel, target.requires_gates, actor)
-                if reason not in problems
-            ]
+            problems += [reason for reason in check(release, channel, gated, actor) if reason not in problems]
         if problems:
+            # The refusal and the decisions behind it are kept; no channel is created for it.
             record(
                 actor,
                 "release.promotion_refused",
@@ -301,23 +301,34 @@ def release_promote(
                 {"channel": channel, "reasons": problems},
                 release_id=release.id,
             )
-        elif (target.release_id, target.mode, target.canary_percent) != (release.id, mode, canary_percent):
-            if target.release_id != release.id:
-                target.baseline_id = target.release_id
-            target.release = release
-            target.mode, target.canary_percent = mode, canary_percent
-            target = _save_change(target, ChannelChange.Action.PROMOTE, actor, reason)
+        else:
+            target = target or Channel.objects.create(
+                workflow=release.workflow, name=channel, requires_gates=gated
+            )
+            if (target.release_id, target.mode, target.canary_percent) != (release.id, mode, canary_percent):
+                if target.release_id != release.id:
+                    target.baseline_id = target.release_id
+                target.release = release
+                target.mode, target.canary_percent = mode, canary_percent
+                target = _save_change(target, ChannelChange.Action.PROMOTE, actor, reason)
     if problems:
         raise Conflict(
-            f"{release.id} cannot be promoted to {target}: {'; '.join(problems)}.", errors={"gates": problems}
+            f"{release.id} cannot be promoted to {release.workflow}/{channel}: {'; '.join(problems)}.",
+            errors={"gates": problems},
         )
     return target
 
 
 @transaction.atomic
-def channel_rollback(*, channel: Channel, actor: Any, reason: str = "") -> Channel:
-    """Point the channel back at its baseline in one step; the baseline's own baseline becomes next."""
+def channel_rollback(*, channel: Channel, actor: Any, reason: str = "", from_release: str = "") -> Channel:
+    """Point the channel back at its baseline in one step; the baseline's own baseline becomes next.
+
+    `from_release`, when given, is the release the caller saw on the channel: a second click
+    on a rollback button must not roll back a step further.
+    """
     channel = Channel.objects.select_for_update().get(pk=channel.pk)
+    if from_release and channel.release_id != from_release:
+        raise Conflict(f"{channel} no longer points at {from_release}; nothing was rolled back.")
     if channel.baseline_id is None:
         raise Conflict(f"{channel} has no previous release to roll back to.")
     restored = channel.baseline_id

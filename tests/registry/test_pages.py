@@ -413,7 +413,6 @@ def test_untrusted_text_is_escaped(signed_in, reviewer, platform_user, release):
         display_name="<i>Sneaky</i>",
         actor=actor_for(platform_user),
         purpose="<script>alert(1)</script>",
-        runbook_url="javascript:alert(2)",
     )
     client = signed_in(reviewer)
     detail = client.get("/registry/agents/sneaky/").content.decode()

@@ -513,3 +513,23 @@ def test_promotion_input_is_checked(demo_registry):
         with pytest.raises(InvalidInput):
             release_services.release_promote(release=release, channel="staging", actor=ACTOR, **kwargs)
     assert Channel.objects.get(name="staging").mode == "full"
+
+
+def test_refused_promotion_creates_no_channel_and_stale_rollback_is_refused(demo_registry, platform_user):
+    release = Release.objects.get()
+    with pytest.raises(Conflict):
+        release_services.release_promote(release=release, channel="production", actor=ACTOR)
+    assert not Channel.objects.filter(name="production").exists()
+    assert AuditEvent.objects.filter(action="release.promotion_refused").count() == 1
+    with pytest.raises(InvalidInput, match="channel name"):
+        release_services.release_promote(release=release, channel="Prod uction", actor=ACTOR)
+
+    staging = Channel.objects.get(name="staging")
+    with pytest.raises(Conflict, match="no longer points at rel_other"):
+        release_services.channel_rollback(channel=staging, actor=ACTOR, from_release="rel_other")
+
+
+def test_runbook_urls_must_be_web_links():
+    with pytest.raises(InvalidInput, match="http"):
+        register(runbook_url="javascript:alert(1)")
+    assert not Agent.objects.filter(slug="helper").exists()
