@@ -22,7 +22,9 @@ class Run(models.Model):
         FAILED = "failed"
         COMPENSATING = "compensating"
         COMPENSATED = "compensated"
+        COMPENSATION_FAILED = "compensation_failed"
         DEAD_LETTERED = "dead_lettered"
+        REJECTED = "rejected"
         CANCELLED = "cancelled"
 
     ACTIVE_STATUSES = (Status.QUEUED, Status.RUNNING)
@@ -31,13 +33,31 @@ class Run(models.Model):
         Status.FAILED,
         Status.COMPENSATED,
         Status.DEAD_LETTERED,
+        Status.REJECTED,
         Status.CANCELLED,
     )
 
     id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
     workflow = models.CharField(max_length=200)
     workflow_version = models.CharField(max_length=50)
-    release_id = models.CharField(max_length=80, blank=True, default="")
+    release_id = models.CharField(
+        max_length=80, blank=True, default="", help_text="Empty for built-in workflows."
+    )
+    channel = models.CharField(max_length=50, blank=True, default="")
+    shadow_release_id = models.CharField(
+        max_length=80,
+        blank=True,
+        default="",
+        help_text="A release to replay beside this run (shadow rollout).",
+    )
+    sensitivity = models.CharField(max_length=20, default="internal")
+    hop_count = models.PositiveIntegerField(default=0)
+    budget = models.JSONField(default=dict, help_text="Limits: tokens, tool_calls, cost_usd.")
+    spent = models.JSONField(default=dict, help_text="Spent so far: tokens, tool_calls, cost_usd.")
+    deadline = models.DateTimeField(null=True, blank=True)
+    step_attempts = models.PositiveSmallIntegerField(
+        default=0, help_text="Failed attempts of the current step."
+    )
     case_id = models.CharField(max_length=200, help_text="The business key of the case this run works on.")
     input = models.JSONField(help_text="The original input; it travels with the run unchanged.")
     status = models.CharField(max_length=20, choices=Status.choices, default=Status.QUEUED)
@@ -88,7 +108,8 @@ class StepCheckpoint(models.Model):
     run = models.ForeignKey(Run, on_delete=models.PROTECT, related_name="checkpoints")
     sequence = models.PositiveIntegerField(help_text="1 for the first step the run completed.")
     state = models.CharField(max_length=100)
-    output = models.JSONField()
+    output = models.JSONField(help_text="The validated output, or a {'$ref': digest} when large.")
+    details = models.JSONField(default=dict, help_text="Model or tool call, decisions, cost, attempts.")
     started_at = models.DateTimeField()
     finished_at = models.DateTimeField(db_default=Now())
 
@@ -100,3 +121,90 @@ class StepCheckpoint(models.Model):
 
     def __str__(self) -> str:
         return f"{self.run_id} #{self.sequence} {self.state}"
+
+
+class Effect(models.Model):
+    """The effect ledger: one row per side effect a run intends, written before the call.
+
+    The unique idempotency key makes a second attempt find the first one's row: a committed
+    effect is never repeated, and an effect whose outcome is unknown is reconciled with the
+    tool's lookup before anything is retried.
+    """
+
+    class Status(models.TextChoices):
+        INTENDED = "intended"  # written ahead; the call may not have been made
+        UNKNOWN = "unknown"  # the call was made and its outcome was lost (timeout, crash)
+        COMMITTED = "committed"
+        REJECTED = "rejected"  # the tool refused: no effect
+        COMPENSATED = "compensated"
+        COMPENSATION_FAILED = "compensation_failed"
+
+    run = models.ForeignKey(Run, on_delete=models.PROTECT, related_name="effects")
+    state = models.CharField(max_length=100)
+    tool = models.CharField(max_length=100)
+    idempotency_key = models.CharField(max_length=64, unique=True)
+    args = models.JSONField()
+    status = models.CharField(max_length=20, choices=Status.choices, default=Status.INTENDED)
+    result = models.JSONField(null=True, blank=True)
+    effect_id = models.CharField(max_length=200, blank=True, default="")
+    compensation_tool = models.CharField(max_length=100, blank=True, default="")
+    compensation_result = models.JSONField(null=True, blank=True)
+    created_at = models.DateTimeField(db_default=Now())
+    updated_at = models.DateTimeField(db_default=Now())
+
+    class Meta:
+        ordering = ["run", "created_at", "pk"]
+        indexes = [models.Index(fields=["run", "status"], name="effect_run_status_idx")]
+
+    def __str__(self) -> str:
+        return f"{self.tool} {self.idempotency_key[:12]} ({self.status})"
+
+
+class PendingAction(models.Model):
+    """A run parked at a human gate: everything a reviewer needs to decide, kept for days.
+
+    The approvals app reads these and calls back into the run engine with the decision.
+    """
+
+    class Status(models.TextChoices):
+        PENDING = "pending"
+        APPROVED = "approved"
+        REJECTED = "rejected"
+        EXPIRED = "expired"
+        SUPERSEDED = "superseded"
+
+    run = models.ForeignKey(Run, on_delete=models.PROTECT, related_name="pending_actions")
+    state = models.CharField(max_length=100)
+    status = models.CharField(max_length=20, choices=Status.choices, default=Status.PENDING)
+    reasons = models.JSONField(default=list, help_text="Why the run stopped: conditions and policy reasons.")
+    proposed_action = models.JSONField(help_text="The exact action awaiting approval: tool and arguments.")
+    action_hash = models.CharField(max_length=64, help_text="Digest of the proposed action and release.")
+    risk = models.JSONField(default=dict)
+    approvers = models.JSONField(default=list)
+    quorum = models.PositiveSmallIntegerField(default=1)
+    due_at = models.DateTimeField(null=True, blank=True)
+    policy_decision_id = models.BigIntegerField(null=True, blank=True)
+    created_at = models.DateTimeField(db_default=Now())
+    decided_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-created_at", "-pk"]
+        indexes = [
+            models.Index(fields=["status", "due_at"], name="pending_status_due_idx"),
+            models.Index(fields=["run", "status"], name="pending_run_idx"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.run_id} {self.state} ({self.status})"
+
+
+class Payload(models.Model):
+    """A large value stored once and passed between steps by reference (its digest)."""
+
+    digest = models.CharField(max_length=64, primary_key=True)
+    content = models.JSONField()
+    size = models.PositiveIntegerField()
+    created_at = models.DateTimeField(db_default=Now())
+
+    def __str__(self) -> str:
+        return f"payload {self.digest[:12]} ({self.size} bytes)"

@@ -54,3 +54,8 @@ CELERY_BEAT_SCHEDULE = {
 }
 # A worker gives a run back to the queue after this long, so long runs cannot starve others.
 RUN_TIME_SLICE_SECONDS = env.float("RUN_TIME_SLICE_SECONDS", default=5.0)
+# Step outputs larger than this are stored once and passed between steps by reference.
+RUN_PAYLOAD_INLINE_BYTES = env.int("RUN_PAYLOAD_INLINE_BYTES", default=64 * 1024)
+# A step that fails this many times (unless its definition says otherwise) goes to the dead-letter queue.
+RUN_STEP_MAX_ATTEMPTS = env.int("RUN_STEP_MAX_ATTEMPTS", default=3)
+RUN_RETRY_BACKOFF_SECONDS = env.float("RUN_RETRY_BACKOFF_SECONDS", default=2.0)

@@ -6,10 +6,37 @@ from controlplane.models import AuditEvent
 from ..models import Run, StepCheckpoint
 
 
+class BudgetSerializer(StrictInputSerializer):
+    tokens = serializers.IntegerField(min_value=0, required=False)
+    tool_calls = serializers.IntegerField(min_value=0, required=False)
+    cost_usd = serializers.FloatField(min_value=0, required=False)
+
+
 class TaskSubmitSerializer(StrictInputSerializer):
     workflow = serializers.CharField(max_length=200)
     case_id = serializers.CharField(max_length=200, help_text="Business key of the case (ticket, order…).")
     input = serializers.DictField(help_text="The original input; it travels with the run unchanged.")
+    channel = serializers.SlugField(
+        max_length=50,
+        required=False,
+        default="",
+        help_text="Run the channel's release (default: production).",
+    )
+    release = serializers.CharField(
+        max_length=40, required=False, default="", help_text="Run this exact release."
+    )
+    sensitivity = serializers.ChoiceField(
+        choices=["public", "internal", "confidential", "restricted"], default="internal"
+    )
+    budget = BudgetSerializer(required=False, help_text="Limits; default: the workflow's limits.")
+    deadline = serializers.DateTimeField(
+        required=False, help_text="Default: now + the workflow's deadline_s."
+    )
+
+    def validate(self, data):
+        if data.get("channel") and data.get("release"):
+            raise serializers.ValidationError({"release": ["Give a channel or a release, not both."]})
+        return data
 
 
 class TaskAcceptedSerializer(serializers.ModelSerializer):
@@ -17,13 +44,13 @@ class TaskAcceptedSerializer(serializers.ModelSerializer):
 
     class Meta:
         model = Run
-        fields = ["run_id", "status", "trace_id", "release_id"]
+        fields = ["run_id", "status", "trace_id", "release_id", "channel"]
 
 
 class StepSerializer(serializers.ModelSerializer):
     class Meta:
         model = StepCheckpoint
-        fields = ["sequence", "state", "output", "started_at", "finished_at"]
+        fields = ["sequence", "state", "output", "details", "started_at", "finished_at"]
 
 
 class RunListSerializer(serializers.ModelSerializer):
@@ -36,9 +63,11 @@ class RunListSerializer(serializers.ModelSerializer):
             "workflow",
             "workflow_version",
             "release_id",
+            "channel",
             "case_id",
             "status",
             "current_state",
+            "hop_count",
             "trace_id",
             "requested_by",
             "created_at",
@@ -51,7 +80,32 @@ class RunDetailSerializer(RunListSerializer):
     steps = StepSerializer(source="checkpoints", many=True)
 
     class Meta(RunListSerializer.Meta):
-        fields = [*RunListSerializer.Meta.fields, "input", "error", "steps"]
+        fields = [
+            *RunListSerializer.Meta.fields,
+            "input",
+            "error",
+            "budget",
+            "spent",
+            "deadline",
+            "steps",
+            "pending_action",
+        ]
+
+    pending_action = serializers.SerializerMethodField()
+
+    def get_pending_action(self, run) -> dict | None:
+        pending = next((p for p in run.pending_actions.all() if p.status == "pending"), None)
+        if pending is None:
+            return None
+        return {
+            "id": pending.pk,
+            "state": pending.state,
+            "reasons": pending.reasons,
+            "proposed_action": pending.proposed_action,
+            "approvers": pending.approvers,
+            "quorum": pending.quorum,
+            "created_at": pending.created_at,
+        }
 
 
 class AuditEventSerializer(serializers.ModelSerializer):

@@ -88,7 +88,7 @@ class RunDetailView(generics.RetrieveAPIView):
 
     def get_queryset(self):
         return selectors.runs_visible_to(self.request.user).prefetch_related(
-            Prefetch("checkpoints", queryset=StepCheckpoint.objects.order_by("sequence"))
+            Prefetch("checkpoints", queryset=StepCheckpoint.objects.order_by("sequence")), "pending_actions"
         )
 
 

@@ -31,7 +31,13 @@ def test_submit_creates_a_queued_run_and_audits_it(requester, client_for):
     assert response.status_code == 201
     body = response.json()
     run = Run.objects.get(pk=body["run_id"])
-    assert body == {"run_id": str(run.pk), "status": "queued", "trace_id": run.trace_id, "release_id": ""}
+    assert body == {
+        "run_id": str(run.pk),
+        "status": "queued",
+        "trace_id": run.trace_id,
+        "release_id": "",
+        "channel": "",
+    }
     assert response.headers["Location"] == f"/api/v1/runs/{run.pk}"
     assert (run.workflow, run.case_id, run.input, run.current_state) == (
         "builtin.intake",
@@ -96,7 +102,7 @@ def test_without_a_key_each_submission_is_a_new_run(requester, client_for):
         (b'{"workflow": "builtin.intake", "case_id": "C", "input": {"n": 9007199254740993}}', 400, "range"),
         (b"\xff\xfe", 400, "UTF-8"),
         (b"[1, 2]", 422, "dictionary"),
-        (json.dumps({**TASK, "budget": {"tokens": 5}}).encode(), 422, "budget"),
+        (json.dumps({**TASK, "priority": "high"}).encode(), 422, "priority"),
         (json.dumps({**TASK, "input": "text"}).encode(), 422, "input"),
         (json.dumps({**TASK, "workflow": "nope"}).encode(), 422, "Unknown workflow"),
         (json.dumps({"workflow": "builtin.intake"}).encode(), 422, "case_id"),

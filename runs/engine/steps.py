@@ -1,0 +1,365 @@
+"""Executing one step of a released workflow: an agent's model call, a tool call, or a human gate.
+
+Each executor returns a `StepOutcome` and writes nothing but the effect ledger's write-ahead
+rows; the caller commits the outcome (checkpoint, next state, audit) in one transaction.
+"""
+
+import re
+from dataclasses import dataclass, field
+from typing import Any
+
+from django.db import transaction
+
+from controlplane.canonical import digest
+from policy.services import Decision, decision_input, policy_decide
+from registry.expressions import EvaluationError, ExpressionError, is_true, parse
+
+from .. import providers, tools
+from ..models import Effect, PendingAction, Run
+from .envelope import merged_facts
+from .released import ReleasedWorkflow
+
+_VARIABLE = re.compile(r"\{\{\s*([A-Za-z_][\w.]*)\s*\}\}")
+
+
+@dataclass
+class StepOutcome:
+    kind: str  # done, park, retry, fail
+    output: dict | None = None
+    next_state: str = ""
+    details: dict = field(default_factory=dict)
+    error: str = ""
+    retryable: bool = True
+    pending: dict | None = None
+    spent: dict = field(default_factory=dict)  # increments: tokens, tool_calls, cost_usd
+
+
+def idempotency_key(run: Run, state: str, business_key: str) -> str:
+    """sha256(run_id, step, business key): the same effect of the same step has one key."""
+    return digest({"run": str(run.pk), "step": state, "business_key": business_key})
+
+
+def policy_run_document(run: Run, released: ReleasedWorkflow, now: float) -> dict:
+    limits = released.definition.get("limits", {})
+    return {
+        "id": str(run.pk),
+        "workflow": run.workflow,
+        "release_id": run.release_id,
+        "hop_count": run.hop_count,
+        "max_hops": limits.get("max_hops", 100),
+        "budget": run.budget,
+        "spent": run.spent,
+        "now": now,
+        "deadline": run.deadline.timestamp() if run.deadline else None,
+        "sensitivity": run.sensitivity,
+    }
+
+
+def render(template: str, variables: dict) -> str:
+    """`{{ name }}` substitution only: prompts are data, never code."""
+    return _VARIABLE.sub(lambda m: str(_lookup(variables, m.group(1), "")), template)
+
+
+def _lookup(variables: dict, path: str, default: Any) -> Any:
+    value: Any = variables
+    for key in path.split("."):
+        if not isinstance(value, dict) or key not in value:
+            return default
+        value = value[key]
+    return value
+
+
+def choose_next(step: dict, allowed: list[str], facts: dict, proposed: Any) -> tuple[str, str]:
+    """(next state, why) or ("", error): route conditions first, then the model's proposal, then
+    the default. A proposal outside the allowed next states fails closed."""
+    for route in step.get("route", []):
+        try:
+            if is_true(route["if"], facts):
+                return route["to"], f"route {route['if']!r}"
+        except (EvaluationError, ExpressionError):
+            continue
+    if proposed is not None:
+        if proposed not in allowed:
+            return "", f"transition to {proposed!r} is not allowed from {step['name']!r} (allowed: {allowed})"
+        return proposed, "proposed by the step's output"
+    return allowed[0], "default"
+
+
+def execute_agent_step(run: Run, released: ReleasedWorkflow, step: dict, results: dict) -> StepOutcome:
+    binding = released.agents.get(step["agent"], {})
+    prompt_name = step.get("prompt") or binding.get("prompt")
+    prompt = released.artifacts["prompt"][prompt_name]
+    facts = merged_facts(run, results)
+    variables = {**facts, "results": results}
+    requests = [
+        providers.ModelRequest(
+            config_name=name,
+            config=config,
+            purpose=prompt_name,
+            prompt=render(prompt["template"], variables),
+            variables=variables,
+            output_schema=step.get("output_schema"),
+            idempotency_key=idempotency_key(run, step["name"], str(run.step_attempts)),
+        )
+        for name, config in released.model_chain(step.get("model_config") or binding["model_config"])
+    ]
+    try:
+        reply = providers.complete_with_fallback(requests)
+    except providers.MalformedOutput as malformed:
+        # One bounded repair: ask again with the validation error, then give up to the retry rule.
+        try:
+            reply = providers.complete(
+                providers.repair_request(requests[0], malformed.raw_text, malformed.problem)
+            )
+        except providers.ProviderError as error:
+            return StepOutcome(
+                "retry",
+                error=f"malformed model output after repair: {error}",
+                details={"repair": True, "raw": malformed.raw_text[:2000]},
+            )
+    except providers.ProviderError as error:
+        return StepOutcome("retry", error=f"model call failed: {error}", retryable=error.retryable)
+    details = {
+        "kind": "model",
+        "agent": step["agent"],
+        "prompt": prompt_name,
+        "model": reply.model,
+        "provider": reply.provider,
+        "config": reply.config_name,
+        "fallbacks": list(reply.fallbacks),
+        "tokens": reply.prompt_tokens + reply.completion_tokens,
+        "cost_usd": reply.cost_usd,
+        "latency_ms": reply.latency_ms,
+    }
+    spent = {"tokens": reply.prompt_tokens + reply.completion_tokens, "cost_usd": reply.cost_usd}
+    return StepOutcome("done", output=reply.output, details=details, spent=spent)
+
+
+def execute_gate_step(run: Run, step: dict, results: dict) -> StepOutcome:
+    facts = merged_facts(run, results)
+    fired = []
+    for condition in step["human_if"]:
+        try:
+            if is_true(condition, facts):
+                fired.append(condition)
+        except EvaluationError as error:
+            # A condition that cannot be evaluated is treated as true: a human looks, rather than nobody.
+            fired.append(f"{condition} (could not be evaluated: {error})")
+    if not fired:
+        return StepOutcome("done", output={"approval_required": False}, details={"kind": "gate", "fired": []})
+    proposed = {
+        "gate": step["name"],
+        "conditions": fired,
+        "facts": {k: facts[k] for k in _condition_names(step) if k in facts},
+    }
+    return _approval_or_park(
+        run,
+        step,
+        proposed,
+        reasons=fired,
+        approvers=["reviewer"],
+        quorum=1,
+        risk={"conditions": fired},
+        decision_id=None,
+        done=StepOutcome(
+            "done",
+            output={"approval_required": True, "approved": True},
+            details={"kind": "gate", "fired": fired},
+        ),
+    )
+
+
+def _condition_names(step: dict) -> set[str]:
+    names: set[str] = set()
+    for condition in step.get("human_if", []):
+        try:
+            names |= {path.split(".")[0] for path in parse(condition).variables}
+        except ExpressionError:
+            continue
+    return names
+
+
+def _approval_or_park(
+    run: Run,
+    step: dict,
+    proposed: dict,
+    *,
+    reasons: list[str],
+    approvers: list[str],
+    quorum: int,
+    risk: dict,
+    decision_id: int | None,
+    done: StepOutcome,
+) -> StepOutcome:
+    """Go on if this exact action was approved; otherwise park the run with a pending action."""
+    action_hash = digest({"action": proposed, "release": run.release_id})
+    approved = PendingAction.objects.filter(
+        run=run, state=step["name"], action_hash=action_hash, status=PendingAction.Status.APPROVED
+    ).exists()
+    if approved:
+        return done
+    return StepOutcome(
+        "park",
+        pending={
+            "state": step["name"],
+            "reasons": reasons,
+            "proposed_action": proposed,
+            "action_hash": action_hash,
+            "risk": risk,
+            "approvers": approvers,
+            "quorum": quorum,
+            "policy_decision_id": decision_id,
+        },
+    )
+
+
+def tool_arguments(step: dict, spec: dict, facts: dict) -> dict:
+    """Arguments from the step's `args` (a string starting with '=' is an expression over the
+    facts), else the facts named like the tool's declared arguments."""
+    if "args" in step:
+        return {
+            name: (
+                parse(value[1:]).evaluate(facts)
+                if isinstance(value, str) and value.startswith("=")
+                else value
+            )
+            for name, value in step["args"].items()
+        }
+    properties = spec.get("args_schema", {}).get("properties", {})
+    return {name: facts[name] for name in properties if name in facts}
+
+
+def execute_tool_step(
+    run: Run, released: ReleasedWorkflow, step: dict, results: dict, now: float
+) -> StepOutcome:
+    spec = released.tool(step["tool"])
+    facts = merged_facts(run, results)
+    try:
+        args = tool_arguments(step, spec, facts)
+    except (EvaluationError, ExpressionError) as error:
+        return StepOutcome(
+            "fail", error=f"cannot build the arguments of {step['tool']}: {error}", retryable=False
+        )
+    agent_slug = step.get("agent") or released.definition.get("run_as")
+    decision = _tool_decision(run, released, step, spec, agent_slug, args, facts, now)
+    if not decision.allow:
+        return StepOutcome(
+            "fail",
+            error=f"policy denied {step['tool']}: {'; '.join(decision.reasons)}",
+            retryable=False,
+            details={"policy_decision": decision.decision_id},
+        )
+    key = idempotency_key(
+        run, step["name"], str(facts.get(step.get("idempotency_key", "case_id"), run.case_id))
+    )
+    proposed = {"tool": step["tool"], "args": args}
+    outcome = StepOutcome("done")
+    if decision.require_approval:
+        outcome = _approval_or_park(
+            run,
+            step,
+            proposed,
+            reasons=decision.reasons,
+            approvers=decision.approvers,
+            quorum=decision.quorum or 1,
+            decision_id=decision.decision_id,
+            risk={
+                "side_effect": spec["side_effect"],
+                "amount": facts.get("amount"),
+                "sensitivity": run.sensitivity,
+            },
+            done=outcome,
+        )
+        if outcome.kind == "park":
+            return outcome
+    return _call_tool(run, released, step, spec, args, key, decision)
+
+
+def _tool_decision(run, released, step, spec, agent_slug, args, facts, now) -> Decision:
+    from registry.models import Agent
+
+    agent = Agent.objects.filter(slug=agent_slug).first()
+    document = decision_input(
+        "tool.call",
+        run=policy_run_document(run, released, now),
+        agent={
+            "slug": agent_slug or "",
+            "status": agent.status if agent else "unknown",
+            "data_classification": agent.data_classification if agent else "restricted",
+            "allowed_tools": {t["tool"]: t["scope"] for t in agent.allowed_tools} if agent else {},
+            "identity": agent.service_user.get_username() if agent else "",
+        },
+        tool={
+            "name": step["tool"],
+            "side_effect": spec["side_effect"],
+            "external": spec.get("external", False),
+        },
+        args=args,
+        facts={k: facts[k] for k in ("amount", "confidence") if isinstance(facts.get(k), int | float)}
+        | ({"amount": facts["refund_amount"]} if isinstance(facts.get("refund_amount"), int | float) else {}),
+    )
+    return policy_decide(
+        "tool.call",
+        document,
+        bundle=released.policy,
+        actor=f"agent:{agent_slug}",
+        trace_id=run.trace_id,
+        run_id=run.pk,
+    )
+
+
+def _call_tool(run, released, step, spec, args, key, decision) -> StepOutcome:
+    call = tools.ToolCall(
+        tool=step["tool"], spec=spec, args=args, idempotency_key=key, timeout_s=step.get("timeout_s", 10.0)
+    )
+    compensation = step.get("compensate") or spec.get("compensation_tool", "")
+    with transaction.atomic():
+        # Write-ahead: the intent is committed before the call, so a crash after it is seen.
+        effect, created = Effect.objects.get_or_create(
+            idempotency_key=key,
+            defaults={
+                "run": run,
+                "state": step["name"],
+                "tool": step["tool"],
+                "args": args,
+                "compensation_tool": compensation,
+            },
+        )
+    details = {
+        "kind": "tool",
+        "tool": step["tool"],
+        "idempotency_key": key,
+        "effect": effect.pk,
+        "policy_decision": decision.decision_id,
+    }
+    if effect.status == Effect.Status.COMMITTED:
+        return StepOutcome("done", output=effect.result, details={**details, "replayed": True})
+    if not created and (step.get("reconcile_before_retry") or spec.get("reconcile_lookup")):
+        lookup = released.artifacts["tool"].get(spec.get("reconcile_lookup", ""))
+        found = tools.reconcile(call, lookup)
+        if found is not None:
+            return StepOutcome(
+                "done",
+                output=found.result,
+                details={**details, "reconciled": True, "effect_id": found.effect_id},
+            )
+    try:
+        result = tools.invoke(call)
+    except tools.ToolOutcomeUnknown as error:
+        Effect.objects.filter(pk=effect.pk).update(status=Effect.Status.UNKNOWN)
+        return StepOutcome("retry", error=f"{step['tool']} outcome unknown: {error}", details=details)
+    except tools.ToolError as error:
+        if not error.retryable:
+            Effect.objects.filter(pk=effect.pk).update(status=Effect.Status.REJECTED)
+        return StepOutcome(
+            "retry" if error.retryable else "fail",
+            error=f"{step['tool']} failed: {error}",
+            retryable=error.retryable,
+            details=details,
+        )
+    return StepOutcome(
+        "done",
+        output=result.result,
+        spent={"tool_calls": 1},
+        details={**details, "effect_id": result.effect_id, "replayed": result.replayed},
+    )
