@@ -8,7 +8,7 @@ from controlplane.errors import InvalidInput
 from policy.services import Decision, decision_input, policy_decide
 from registry.models import Agent, Channel, Release
 
-from .engine.released import ReleasedWorkflow, released_workflow
+from .engine.released import ReleasedWorkflow
 
 DEFAULT_CHANNEL = "production"
 

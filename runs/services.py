@@ -25,7 +25,6 @@ from controlplane.canonical import digest
 from controlplane.dbtime import database_now, database_now_plus
 from controlplane.errors import Conflict, Forbidden, InvalidInput
 from controlplane.telemetry import current_trace_id
-
 from registry.models import Release
 
 from .engine.core import execute_released_step

@@ -3,10 +3,9 @@
 from dataclasses import dataclass
 from functools import lru_cache
 
+from policy.bundles import PolicyBundle, bundle_from_artifact
 from registry import workflow_definitions as wf
 from registry.models import Artifact, Release
-
-from policy.bundles import PolicyBundle, bundle_from_artifact
 
 
 @dataclass(frozen=True)
