@@ -1,0 +1,15 @@
+"""Run use cases. Writes only happen here; each one audits itself in its own transaction."""
+
+from .advance import SWEEPER_ACTOR, WORKER_ACTOR, run_advance, runs_sweep_expired_leases
+from .decisions import pending_action_decide
+from .submission import Submission, task_submit
+
+__all__ = [
+    "SWEEPER_ACTOR",
+    "WORKER_ACTOR",
+    "Submission",
+    "pending_action_decide",
+    "run_advance",
+    "runs_sweep_expired_leases",
+    "task_submit",
+]

@@ -1,0 +1,206 @@
+"""Advancing runs step by step under a lease, and the sweeper that recovers lost ones.
+
+The engine's guarantees come from the database, not from the broker: a run is advanced only
+by the worker holding its lease (claimed with a conditional UPDATE), every completed step
+is one transaction (checkpoint + next state + audit events), and the sweeper re-enqueues
+runs whose lease expired, so a lost message, a duplicate delivery or a dead worker can
+neither strand a run nor advance it twice."""
+
+import logging
+import time
+import uuid
+
+from django.conf import settings
+from django.db import transaction
+from django.db.models import Q
+from django.db.models.functions import Now
+
+from controlplane.audit import record
+from controlplane.canonical import digest
+from controlplane.dbtime import database_now, database_now_plus
+
+from ..engine.core import execute_released_step
+from ..models import Run, StepCheckpoint
+from ..workflows import StepContext, workflow_spec
+from .queue import enqueue, enqueue_on_commit
+
+logger = logging.getLogger(__name__)
+
+WORKER_ACTOR = "system:worker"
+SWEEPER_ACTOR = "system:sweeper"
+
+
+def run_advance(*, run_id: str, worker: str) -> None:
+    """Execute the run's next steps while this worker holds its lease, one commit per step."""
+    lease_token = f"{worker}:{uuid.uuid4().hex[:12]}"
+    if not _claim_lease(run_id, lease_token):
+        logger.info("run %s is finished or leased to another worker; nothing to do", run_id)
+        return
+    _mark_started(run_id)
+    slice_ends = time.monotonic() + settings.RUN_TIME_SLICE_SECONDS
+    while _execute_next_step(run_id, lease_token):
+        if time.monotonic() > slice_ends:
+            _release_to_queue(run_id, lease_token)
+            return
+
+
+def _claim_lease(run_id: str, lease_token: str) -> bool:
+    claimable = Q(lease_owner="") | Q(lease_expires_at__lt=Now())
+    claimed = (
+        Run.objects.filter(pk=run_id, status__in=Run.ACTIVE_STATUSES)
+        .filter(claimable)
+        .update(
+            lease_owner=lease_token,
+            lease_expires_at=database_now_plus(settings.RUN_LEASE_SECONDS),
+            updated_at=Now(),
+        )
+    )
+    return claimed == 1
+
+
+@transaction.atomic
+def _mark_started(run_id: str) -> None:
+    run = Run.objects.select_for_update().get(pk=run_id)
+    if run.status == Run.Status.QUEUED:
+        run.status = Run.Status.RUNNING
+        run.updated_at = Now()
+        run.save(update_fields=["status", "updated_at"])
+        record(
+            WORKER_ACTOR,
+            "run.started",
+            run,
+            {"state": run.current_state},
+            trace_id=run.trace_id,
+            run_id=run.pk,
+            release_id=run.release_id,
+        )
+
+
+def _execute_next_step(run_id: str, lease_token: str) -> bool:
+    """Run one step and commit its checkpoint; True when the run has more steps to go."""
+    run = Run.objects.get(pk=run_id)
+    if run.lease_owner != lease_token or run.status != Run.Status.RUNNING:
+        return False
+    if run.release_id:
+        return execute_released_step(run, lease_token, enqueue=enqueue)
+    spec = workflow_spec(run.workflow)
+    step = spec.step(run.current_state)
+    results = dict(run.checkpoints.values_list("state", "output"))
+    context = StepContext(run_id=str(run.pk), case_id=run.case_id, original_input=run.input, results=results)
+    started_at = database_now()
+    try:
+        output = step.handler(context)
+    except Exception as exc:
+        logger.exception("step %s of run %s failed", step.name, run_id)
+        _fail(run_id, lease_token, step.name, f"{type(exc).__name__}: {exc}")
+        return False
+    with transaction.atomic():
+        run = Run.objects.select_for_update().get(pk=run_id)
+        if run.lease_owner != lease_token:
+            return False  # the lease expired meanwhile and another worker owns the run now
+        sequence = len(results) + 1
+        StepCheckpoint.objects.create(
+            run=run, sequence=sequence, state=step.name, output=output, started_at=started_at
+        )
+        next_state = step.next[0] if step.next else ""
+        run.updated_at = Now()
+        if next_state:
+            run.current_state = next_state
+            run.lease_expires_at = database_now_plus(settings.RUN_LEASE_SECONDS)
+        else:
+            run.status = Run.Status.SUCCEEDED
+            run.finished_at = Now()
+            run.lease_owner, run.lease_expires_at = "", None
+        run.save(
+            update_fields=[
+                "current_state",
+                "status",
+                "finished_at",
+                "lease_owner",
+                "lease_expires_at",
+                "updated_at",
+            ]
+        )
+        audit = {"trace_id": run.trace_id, "run_id": run.pk, "release_id": run.release_id}
+        record(
+            WORKER_ACTOR,
+            "run.step.completed",
+            run,
+            {
+                "state": step.name,
+                "sequence": sequence,
+                "output_digest": digest(output),
+                "next_state": next_state or None,
+            },
+            **audit,
+        )
+        if not next_state:
+            record(WORKER_ACTOR, "run.succeeded", run, {"steps": sequence}, **audit)
+    return bool(next_state)
+
+
+@transaction.atomic
+def _fail(run_id: str, lease_token: str, state: str, error: str) -> None:
+    run = Run.objects.select_for_update().get(pk=run_id)
+    if run.lease_owner != lease_token:
+        return
+    run.status = Run.Status.FAILED
+    run.error = error
+    run.finished_at = run.updated_at = Now()
+    run.lease_owner, run.lease_expires_at = "", None
+    run.save(
+        update_fields=["status", "error", "finished_at", "updated_at", "lease_owner", "lease_expires_at"]
+    )
+    record(
+        WORKER_ACTOR,
+        "run.failed",
+        run,
+        {"state": state, "error": error},
+        trace_id=run.trace_id,
+        run_id=run.pk,
+        release_id=run.release_id,
+    )
+
+
+@transaction.atomic
+def _release_to_queue(run_id: str, lease_token: str) -> None:
+    released = Run.objects.filter(pk=run_id, lease_owner=lease_token, status=Run.Status.RUNNING).update(
+        lease_owner="", lease_expires_at=database_now_plus(settings.RUN_LEASE_SECONDS), updated_at=Now()
+    )
+    if released:
+        enqueue_on_commit(run_id)
+
+
+def runs_sweep_expired_leases(*, limit: int = 500) -> int:
+    """Re-enqueue active runs whose lease expired (dead worker or lost message)."""
+    expired = list(
+        Run.objects.filter(status__in=Run.ACTIVE_STATUSES, lease_expires_at__lt=Now())
+        .order_by("lease_expires_at")
+        .values_list("pk", flat=True)[:limit]
+    )
+    requeued = 0
+    for run_id in expired:
+        with transaction.atomic():
+            run = (
+                Run.objects.select_for_update()
+                .filter(pk=run_id, status__in=Run.ACTIVE_STATUSES, lease_expires_at__lt=Now())
+                .first()
+            )
+            if run is None:
+                continue  # finished or reclaimed since the scan
+            previous_owner = run.lease_owner
+            run.lease_owner = ""
+            run.lease_expires_at = database_now_plus(settings.RUN_LEASE_SECONDS)
+            run.save(update_fields=["lease_owner", "lease_expires_at"])
+            record(
+                SWEEPER_ACTOR,
+                "run.lease.expired",
+                run,
+                {"state": run.current_state, "previous_owner": previous_owner or None},
+                trace_id=run.trace_id,
+                run_id=run.pk,
+                release_id=run.release_id,
+            )
+            enqueue_on_commit(run.pk)
+            requeued += 1
+    return requeued

@@ -1,0 +1,67 @@
+"""Human decisions on parked runs, as the approvals app hands them down."""
+
+from typing import Any
+
+from django.conf import settings
+from django.db import transaction
+from django.db.models.functions import Now
+
+from controlplane.audit import record
+from controlplane.dbtime import database_now_plus
+from controlplane.errors import Conflict, NotFound
+
+from ..engine.released import released_workflow
+from ..models import PendingAction, Run
+from .queue import enqueue_on_commit
+
+
+def pending_action_decide(*, pending_action_id: int, approved: bool, actor: Any, reason: str = "") -> Run:
+    """Apply a human decision to a parked run: approval resumes it from its checkpoint (the
+    approved action is then carried out exactly as proposed); rejection follows the step's
+    `on_reject` or ends the run as rejected. Exactly one decision wins."""
+    with transaction.atomic():
+        pending = PendingAction.objects.select_for_update().filter(pk=pending_action_id).first()
+        if pending is None:
+            raise NotFound("No such pending action.")
+        if pending.status != PendingAction.Status.PENDING:
+            raise Conflict(f"This request was already {pending.status}.")
+        run = Run.objects.select_for_update().get(pk=pending.run_id)
+        pending.status = PendingAction.Status.APPROVED if approved else PendingAction.Status.REJECTED
+        pending.decided_at = Now()
+        pending.save(update_fields=["status", "decided_at"])
+        audit = {"trace_id": run.trace_id, "run_id": run.pk, "release_id": run.release_id}
+        record(
+            actor,
+            "run.approved" if approved else "run.rejected",
+            run,
+            {
+                "state": pending.state,
+                "pending_action": pending.pk,
+                "action_hash": pending.action_hash,
+                "reason": reason,
+            },
+            **audit,
+        )
+        handoff = "handoff" in pending.proposed_action
+        on_reject = (
+            ""
+            if handoff or not run.release_id
+            else released_workflow(run.release_id).step(pending.state).get("on_reject", "")
+        )
+        if approved and handoff:
+            run.status, run.finished_at = Run.Status.SUCCEEDED, Now()
+            record(actor, "run.succeeded", run, {"resolved_by": "human"}, **audit)
+        elif approved or on_reject not in ("", "end", "fail"):
+            if not approved:
+                run.current_state = on_reject
+            run.status = Run.Status.QUEUED
+            run.lease_owner, run.lease_expires_at = "", database_now_plus(settings.RUN_LEASE_SECONDS)
+            enqueue_on_commit(run.pk)
+        else:
+            run.status, run.finished_at = (
+                (Run.Status.FAILED if on_reject == "fail" else Run.Status.REJECTED),
+                Now(),
+            )
+        run.updated_at = Now()
+        run.save()
+    return run
