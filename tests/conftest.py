@@ -1,18 +1,22 @@
 """Personas, API clients and a real Celery worker process for the test suite."""
 
 import uuid
+from pathlib import Path
 
 import pytest
+from django.conf import settings
 from django.db import connection
 from rest_framework.test import APIClient
 
 from controlplane.celery import app as celery_app
-from controlplane.identity import ADMIN, AUDITOR, PLATFORM, REVIEWER, Actor, api_key_issue
+from controlplane.identity import ADMIN, AUDITOR, PLATFORM, REVIEWER, Actor, actor_for, api_key_issue
+from registry.services.bundles import bundle_apply, load_bundle_file
 
 from .factories import UserFactory
 from .support.worker import WorkerProcess
 
 PASSWORD = "correct-horse-battery"
+SUPPORT_BUNDLE = Path(settings.BASE_DIR) / "demo" / "bundles" / "support_case_resolution.yaml"
 
 
 @pytest.fixture(scope="session", autouse=True)
@@ -90,3 +94,14 @@ def worker(committed_db, isolated_celery_queue, tmp_path):
     process.start()
     yield process
     process.stop()
+
+
+@pytest.fixture
+def support_bundle() -> dict:
+    return load_bundle_file(SUPPORT_BUNDLE)
+
+
+@pytest.fixture
+def demo_registry(platform_user, support_bundle):
+    """The support workflow's teams, agents, artifacts and first release (on staging), by platform."""
+    return bundle_apply(bundle=support_bundle, author=platform_user, actor=actor_for(platform_user))

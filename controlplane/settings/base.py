@@ -42,6 +42,7 @@ INSTALLED_APPS = [
     "controlplane",
     "registry",
     "policy",
+    "sandbox",
     "runs",
     "approvals",
     "demo",

@@ -59,3 +59,6 @@ RUN_PAYLOAD_INLINE_BYTES = env.int("RUN_PAYLOAD_INLINE_BYTES", default=64 * 1024
 # A step that fails this many times (unless its definition says otherwise) goes to the dead-letter queue.
 RUN_STEP_MAX_ATTEMPTS = env.int("RUN_STEP_MAX_ATTEMPTS", default=3)
 RUN_RETRY_BACKOFF_SECONDS = env.float("RUN_RETRY_BACKOFF_SECONDS", default=2.0)
+# Model providers: a circuit opens after this many consecutive failures and probes again after the reset time.
+MODEL_CIRCUIT_FAILURES = env.int("MODEL_CIRCUIT_FAILURES", default=5)
+MODEL_CIRCUIT_RESET_SECONDS = env.int("MODEL_CIRCUIT_RESET_SECONDS", default=30)

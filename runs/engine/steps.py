@@ -295,8 +295,7 @@ def _tool_decision(run, released, step, spec, agent_slug, args, facts, now) -> D
             "external": spec.get("external", False),
         },
         args=args,
-        facts={k: facts[k] for k in ("amount", "confidence") if isinstance(facts.get(k), int | float)}
-        | ({"amount": facts["refund_amount"]} if isinstance(facts.get("refund_amount"), int | float) else {}),
+        facts=_call_facts(args, facts),
     )
     return policy_decide(
         "tool.call",
@@ -308,10 +307,37 @@ def _tool_decision(run, released, step, spec, agent_slug, args, facts, now) -> D
     )
 
 
+def _read(call: "tools.ToolCall", step: dict, decision: Decision) -> StepOutcome:
+    """A read changes nothing, so it needs no write-ahead row: it is simply asked again on retry."""
+    details = {"kind": "tool", "tool": step["tool"], "policy_decision": decision.decision_id}
+    try:
+        result = tools.invoke(call)
+    except tools.ToolError as error:
+        return StepOutcome(
+            "retry" if error.retryable else "fail",
+            error=f"{step['tool']} failed: {error}",
+            retryable=error.retryable,
+            details=details,
+        )
+    return StepOutcome("done", output=result.result, spent={"tool_calls": 1}, details=details)
+
+
+def _call_facts(args: dict, facts: dict) -> dict:
+    """The amount is the call's own (money moves with the arguments); confidence is the run's."""
+    amount = args.get("amount", args.get("refund_amount"))
+    called = {"amount": amount} if isinstance(amount, int | float) and not isinstance(amount, bool) else {}
+    confidence = facts.get("confidence")
+    if isinstance(confidence, int | float) and not isinstance(confidence, bool):
+        called["confidence"] = confidence
+    return called
+
+
 def _call_tool(run, released, step, spec, args, key, decision) -> StepOutcome:
     call = tools.ToolCall(
         tool=step["tool"], spec=spec, args=args, idempotency_key=key, timeout_s=step.get("timeout_s", 10.0)
     )
+    if spec["side_effect"] == "read":
+        return _read(call, step, decision)
     compensation = step.get("compensate") or spec.get("compensation_tool", "")
     with transaction.atomic():
         # Write-ahead: the intent is committed before the call, so a crash after it is seen.

@@ -24,7 +24,7 @@ FALLBACKS = Counter(
     "Model calls that moved on to the next model config of the fallback chain.",
     ["from_config", "to_config"],
 )
-_ADAPTERS = {"builtin": "builtin", "openai_compatible": "openai_compatible"}
+_PROVIDERS = frozenset({"builtin", "openai_compatible"})  # adapter modules: config text picks only these
 _REPAIR_ECHO_CHARS = 4000
 
 
@@ -96,9 +96,9 @@ def cost_usd(config: dict, prompt_tokens: int, completion_tokens: int) -> float:
 def complete(request: ModelRequest) -> ModelReply:
     """One call to the provider named by the config, through its endpoint's circuit breaker."""
     provider = request.config.get("provider")
-    if provider not in _ADAPTERS:
+    if provider not in _PROVIDERS:
         raise ProviderConfigError(f"unknown model provider {provider!r}", config_name=request.config_name)
-    adapter = import_module(f"{__name__}.{_ADAPTERS[provider]}")
+    adapter = import_module(f"{__name__}.{provider}")
     started = time.perf_counter()
     try:
         reply = breaker.call(breaker.endpoint_key(request.config), lambda: adapter.complete(request))

@@ -53,7 +53,12 @@ def circuit_state(endpoint_key: str) -> str:
 
 
 class _Observer(pybreaker.CircuitBreakerListener):
-    def state_change(self, cb: pybreaker.CircuitBreaker, old_state, new_state) -> None:
+    def state_change(
+        self,
+        cb: pybreaker.CircuitBreaker,
+        old_state: pybreaker.CircuitBreakerState | None,
+        new_state: pybreaker.CircuitBreakerState,
+    ) -> None:
         CIRCUIT_OPEN.labels(endpoint=cb.name).set(1 if new_state.name == pybreaker.STATE_OPEN else 0)
         if new_state.name == pybreaker.STATE_OPEN:
             logger.warning("circuit opened for model endpoint %s", cb.name)

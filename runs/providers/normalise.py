@@ -12,6 +12,7 @@ from typing import Any
 
 from jsonschema import Draft202012Validator, validators
 from jsonschema.exceptions import SchemaError, best_match
+from jsonschema.protocols import Validator
 
 from registry.artifact_kinds import json_path
 
@@ -51,7 +52,7 @@ def schema_problem(value: Any, schema: dict) -> str | None:
 
 
 @functools.lru_cache(maxsize=256)
-def _validator(schema_json: str):
+def _validator(schema_json: str) -> Validator:
     schema = json.loads(schema_json)
     cls = validators.validator_for(schema, default=Draft202012Validator)
     try:

@@ -6,7 +6,7 @@ from django.db import transaction
 
 
 def enqueue(run_id: Any, countdown: float = 0) -> None:
-    from .tasks import advance_run
+    from ..tasks import advance_run
 
     advance_run.apply_async((str(run_id),), countdown=countdown or None)
 

@@ -1,0 +1,94 @@
+"""The sandbox's records: a small CRM (cases, refunds), its knowledge base and its idempotency table."""
+
+from decimal import Decimal
+
+from django.db import models
+from django.db.models.functions import Now
+
+
+class SupportCase(models.Model):
+    """A customer's case, which the demo workflows read, resolve and reopen."""
+
+    class Status(models.TextChoices):
+        OPEN = "open"
+        RESOLVED = "resolved"
+        REOPENED = "reopened"
+
+    case_id = models.CharField(max_length=100, unique=True, help_text="The business key, e.g. CASE-1001.")
+    customer = models.CharField(max_length=200)
+    subject = models.CharField(max_length=300)
+    status = models.CharField(max_length=20, choices=Status.choices, default=Status.OPEN)
+    resolution = models.TextField(blank=True, help_text="The reply the case was resolved with.")
+    refund_total = models.DecimalField(
+        max_digits=12, decimal_places=2, default=Decimal("0.00"), help_text="Issued and not reversed."
+    )
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        ordering = ["case_id"]
+
+    def __str__(self) -> str:
+        return f"{self.case_id} ({self.status})"
+
+
+class Effect(models.Model):
+    """One write, recorded under the idempotency key of the call that made it.
+
+    The unique key is what makes a write happen once: the first call with a key applies it
+    and stores its reply here in the same transaction; every later call with that key gets
+    the stored reply back instead of a second effect. A reconcile lookup reads this table.
+    """
+
+    idempotency_key = models.CharField(max_length=255, unique=True)
+    operation = models.CharField(max_length=100)
+    args = models.JSONField()
+    result = models.JSONField(default=dict)
+    effect_id = models.CharField(max_length=100, blank=True, help_text="e.g. case-update:42")
+    created_at = models.DateTimeField(db_default=Now())
+    compensated_by_key = models.CharField(
+        max_length=255, blank=True, default="", help_text="Idempotency key of the write that undid this one."
+    )
+
+    class Meta:
+        ordering = ["created_at", "pk"]
+        indexes = [models.Index(fields=["effect_id"], name="sandbox_effect_id_idx")]
+
+    def __str__(self) -> str:
+        return f"{self.effect_id or self.operation} for {self.idempotency_key}"
+
+
+class Refund(models.Model):
+    """Money returned on a case. A compensation marks it reversed; the row stays as history."""
+
+    class Status(models.TextChoices):
+        ISSUED = "issued"
+        REVERSED = "reversed"
+
+    case = models.ForeignKey(SupportCase, on_delete=models.PROTECT, related_name="refunds")
+    effect = models.ForeignKey(
+        Effect, on_delete=models.PROTECT, related_name="refunds", help_text="The case update that issued it."
+    )
+    amount = models.DecimalField(max_digits=12, decimal_places=2)
+    status = models.CharField(max_length=20, choices=Status.choices, default=Status.ISSUED)
+    created_at = models.DateTimeField(db_default=Now())
+
+    class Meta:
+        ordering = ["created_at", "pk"]
+
+    def __str__(self) -> str:
+        return f"{self.amount} on {self.case_id} ({self.status})"
+
+
+class KnowledgeArticle(models.Model):
+    """A support article that `kb_search` matches by keyword."""
+
+    slug = models.SlugField(max_length=100, unique=True)
+    title = models.CharField(max_length=200)
+    body = models.TextField()
+    tags = models.JSONField(default=list, blank=True)
+
+    class Meta:
+        ordering = ["slug"]
+
+    def __str__(self) -> str:
+        return self.title

@@ -1,0 +1,185 @@
+"""The sandbox's operations, under the names a tool's `transport.operation` gives.
+
+Reads take the call's arguments and return a result. Writes also take the call's
+idempotency key and happen at most once per key: each runs in one transaction that first
+locks the key's row in the Effect table, replays the stored reply if there is one, and
+otherwise inserts the row before touching anything else. When duplicates race, the unique
+key makes all but the first wait and then fail to insert; their transactions roll back and
+they read the first one's reply instead, so there is one effect however many calls arrive.
+"""
+
+import re
+from collections.abc import Callable
+from dataclasses import dataclass
+from decimal import Decimal, InvalidOperation
+
+from django.db import IntegrityError, transaction
+
+from .models import Effect, KnowledgeArticle, Refund, SupportCase
+
+DEFAULT_MAX_RESULTS = 5
+_WORD = re.compile(r"[a-z0-9]+")
+# Words too common to say what a query is about; words under three letters are skipped too.
+_STOPWORDS = frozenset(
+    _WORD.findall("all and any are can for from has have how not our the this that was what with you your")
+)
+_CENTS = Decimal("0.01")
+
+# Applies one write inside its Effect's transaction; returns the reply and the effect id.
+Write = Callable[[dict, Effect], tuple[dict, str]]
+
+
+class OperationError(Exception):
+    """The system refused the call (bad arguments, unknown case, key reused); nothing changed."""
+
+
+@dataclass(frozen=True)
+class Outcome:
+    result: dict
+    effect_id: str = ""
+    replayed: bool = False
+
+
+def perform(operation: str, args: dict, *, idempotency_key: str) -> Outcome:
+    """Run one operation by name: what the `sandbox` tool transport calls."""
+    if operation in _READS:
+        return Outcome(_READS[operation](args))
+    if operation in _WRITES:
+        return _WRITES[operation](args, idempotency_key=idempotency_key)
+    raise OperationError(f"unknown operation {operation!r}")
+
+
+def kb_search(args: dict) -> dict:
+    """Articles sharing the most words with the query (a query word matches a word it starts)."""
+    words = {word for word in _WORD.findall(str(_arg(args, "query")).lower()) if len(word) > 2} - _STOPWORDS
+    limit = args.get("max_results", DEFAULT_MAX_RESULTS)
+    if not isinstance(limit, int) or limit < 0:
+        raise OperationError(f"max_results must be a whole number >= 0, not {limit!r}")
+    scored = []
+    for article in KnowledgeArticle.objects.all():
+        text = set(_WORD.findall(f"{article.title} {article.body} {' '.join(article.tags)}".lower()))
+        score = sum(any(token.startswith(word) for token in text) for word in words)
+        if score:
+            scored.append((score, article))
+    scored.sort(key=lambda hit: (-hit[0], hit[1].slug))
+    hits = [
+        {"slug": article.slug, "title": article.title, "body": article.body, "score": score}
+        for score, article in scored[:limit]
+    ]
+    return {"hits": hits}
+
+
+def get_case(args: dict) -> dict:
+    """The case as it is now: the reconcile lookup of `update_case` in the demo bundle."""
+    case_id = _arg(args, "case_id")
+    case = SupportCase.objects.filter(case_id=case_id).first()
+    if case is None:
+        raise OperationError(f"no case {case_id!r}")
+    return _case_view(case)
+
+
+def update_case(args: dict, *, idempotency_key: str) -> Outcome:
+    """Resolve a case with a reply and, given `refund_amount` > 0, issue a refund."""
+    return _once("update_case", args, idempotency_key, _resolve)
+
+
+def reopen_case(args: dict, *, idempotency_key: str) -> Outcome:
+    """Reopen a case and reverse the refunds issued by `original_effect_id`, if given."""
+    return _once("reopen_case", args, idempotency_key, _reopen)
+
+
+_READS: dict[str, Callable[[dict], dict]] = {"kb_search": kb_search, "get_case": get_case}
+_WRITES: dict[str, Callable[..., Outcome]] = {"update_case": update_case, "reopen_case": reopen_case}
+
+
+def _once(operation: str, args: dict, idempotency_key: str, write: Write) -> Outcome:
+    if not idempotency_key:
+        raise OperationError(f"{operation} is a write and needs an idempotency key")
+    try:
+        return _apply_once(operation, args, idempotency_key, write)
+    except IntegrityError:
+        # A concurrent call with the same key committed first; its row is visible now.
+        return _apply_once(operation, args, idempotency_key, write)
+
+
+def _apply_once(operation: str, args: dict, idempotency_key: str, write: Write) -> Outcome:
+    with transaction.atomic():
+        effect = Effect.objects.select_for_update().filter(idempotency_key=idempotency_key).first()
+        if effect is None:
+            effect = Effect.objects.create(idempotency_key=idempotency_key, operation=operation, args=args)
+            effect.result, effect.effect_id = write(args, effect)
+            effect.save(update_fields=["result", "effect_id"])
+            return Outcome(effect.result, effect.effect_id)
+    if (effect.operation, effect.args) != (operation, args):
+        raise OperationError(f"idempotency key {idempotency_key!r} was already used for another call")
+    return Outcome(effect.result, effect.effect_id, replayed=True)
+
+
+def _resolve(args: dict, effect: Effect) -> tuple[dict, str]:
+    case = _case_for_update(args)
+    amount = _money(args.get("refund_amount", 0))
+    case.status = SupportCase.Status.RESOLVED
+    case.resolution = str(_arg(args, "resolution"))
+    if amount:
+        Refund.objects.create(case=case, effect=effect, amount=amount)
+        case.refund_total += amount
+    case.save()
+    return _case_view(case) | {"refund_issued": str(amount)}, f"case-update:{effect.pk}"
+
+
+def _reopen(args: dict, effect: Effect) -> tuple[dict, str]:
+    case = _case_for_update(args)
+    reversed_amounts = []
+    if original_id := args.get("original_effect_id"):
+        original = Effect.objects.select_for_update().filter(effect_id=original_id).first()
+        if original is None or original.args.get("case_id") != case.case_id:
+            raise OperationError(f"no effect {original_id!r} on case {case.case_id}")
+        for refund in original.refunds.select_for_update().filter(status=Refund.Status.ISSUED):
+            refund.status = Refund.Status.REVERSED
+            refund.save(update_fields=["status"])
+            case.refund_total -= refund.amount
+            reversed_amounts.append(str(refund.amount))
+        if not original.compensated_by_key:
+            original.compensated_by_key = effect.idempotency_key
+            original.save(update_fields=["compensated_by_key"])
+    case.status = SupportCase.Status.REOPENED
+    case.save()
+    return _case_view(case) | {"refunds_reversed": reversed_amounts}, f"case-reopen:{effect.pk}"
+
+
+def _case_for_update(args: dict) -> SupportCase:
+    case_id = _arg(args, "case_id")
+    case = SupportCase.objects.select_for_update().filter(case_id=case_id).first()
+    if case is None:
+        raise OperationError(f"no case {case_id!r}")
+    return case
+
+
+def _case_view(case: SupportCase) -> dict:
+    return {
+        "case_id": case.case_id,
+        "customer": case.customer,
+        "subject": case.subject,
+        "status": case.status,
+        "resolution": case.resolution,
+        "refund_total": str(case.refund_total),
+        "refunds": [{"amount": str(r.amount), "status": r.status} for r in case.refunds.order_by("pk")],
+    }
+
+
+def _arg(args: dict, name: str) -> object:
+    if name not in args:
+        raise OperationError(f"missing argument {name!r}")
+    return args[name]
+
+
+def _money(value: object) -> Decimal:
+    try:
+        amount = Decimal(str(value)).quantize(_CENTS)
+    except InvalidOperation:
+        raise OperationError(f"not an amount: {value!r}") from None
+    if not amount.is_finite():
+        raise OperationError(f"not an amount: {value!r}")
+    if amount < 0:
+        raise OperationError("a refund cannot be negative")
+    return amount

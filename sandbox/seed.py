@@ -1,0 +1,86 @@
+"""Demo data for the sandbox: knowledge articles and the cases of the demo runs (CASE-1001..1005).
+
+The data migration applies it; `seed()` can be called again after a flush. It only adds
+what is missing, so it never undoes what a demo run did to a case.
+"""
+
+from django.apps import apps as global_apps
+from django.apps.registry import Apps
+
+ARTICLES = (
+    (
+        "refund-policy",
+        "Refund policy",
+        "You can ask for your money back within 30 days of delivery. Refunds go to the original "
+        "payment method; refunds over 500 need a second approval from a support lead.",
+        ["refunds", "billing"],
+    ),
+    (
+        "refund-timelines",
+        "When will I see my refund?",
+        "Card refunds reach the account in 5 to 10 business days after we issue them. Bank "
+        "transfers take up to 3 business days. The order page shows the refund once issued.",
+        ["refunds", "billing"],
+    ),
+    (
+        "damaged-or-wrong-items",
+        "Damaged or wrong items",
+        "If an order arrives damaged or is not what you ordered, send a photo within 14 days. We "
+        "replace the item or refund it in full, including shipping, without asking for a return.",
+        ["refunds", "orders", "shipping"],
+    ),
+    (
+        "shipping-times",
+        "Shipping times",
+        "Standard shipping takes 3 to 5 business days, express 1 to 2. Orders placed before 2 pm "
+        "leave the warehouse the same day. Every shipment has a tracking link in the order email.",
+        ["shipping", "orders"],
+    ),
+    (
+        "lost-or-late-packages",
+        "Lost or late packages",
+        "A package that has not arrived 10 days after shipping is treated as lost: we open a "
+        "claim with the carrier and send a replacement or a refund, whichever the customer prefers.",
+        ["shipping", "orders", "refunds"],
+    ),
+    (
+        "international-shipping",
+        "International shipping and customs",
+        "We ship to 40 countries. Customs duties are paid by the recipient unless the order page "
+        "says duties are included. Delivery abroad takes 7 to 14 business days.",
+        ["shipping"],
+    ),
+    (
+        "password-reset",
+        "Resetting a password",
+        "Use 'Forgot password' on the login page to get a reset link valid for one hour. If the "
+        "email does not arrive, check the spam folder, then ask support to verify the account.",
+        ["account", "login"],
+    ),
+    (
+        "locked-account",
+        "Locked accounts and two-factor recovery",
+        "After 5 failed logins an account is locked for 30 minutes. Customers who lost their "
+        "two-factor device can recover access with a backup code or an identity check by support.",
+        ["account", "login", "security"],
+    ),
+)
+
+# (case_id, customer, subject); 1001 to 1003 are the cases of the demo runs.
+CASES = (
+    ("CASE-1001", "Dana Whitfield", "I want my money back for order #123"),
+    ("CASE-1002", "Ravi Menon", "The export page shows an error since this morning"),
+    ("CASE-1003", "Lena Sorensen", "How do I add a second reviewer to my team?"),
+    ("CASE-1004", "Tomás Ortega", "My package has not arrived after 12 days"),
+    ("CASE-1005", "Mei Chen", "Locked out of my account after a password reset"),
+)
+
+
+def seed(apps: Apps = global_apps) -> None:
+    """Create the demo articles and cases that are missing (`apps` is a migration's state)."""
+    article_model = apps.get_model("sandbox", "KnowledgeArticle")
+    case_model = apps.get_model("sandbox", "SupportCase")
+    for slug, title, body, tags in ARTICLES:
+        article_model.objects.get_or_create(slug=slug, defaults={"title": title, "body": body, "tags": tags})
+    for case_id, customer, subject in CASES:
+        case_model.objects.get_or_create(case_id=case_id, defaults={"customer": customer, "subject": subject})
