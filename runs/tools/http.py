@@ -46,7 +46,7 @@ def invoke(call: ToolCall) -> ToolResult:
         raise ToolUnavailable(detail)
     if response.status_code >= 500:
         raise ToolOutcomeUnknown(detail)
-    if not response.ok or response.is_redirect:
+    if not 200 <= response.status_code < 300:
         raise ToolRejected(detail)
     replayed = response.headers.get("Idempotent-Replayed", "").lower() == "true"
     found = _parse(response, replayed=replayed)
@@ -56,7 +56,8 @@ def invoke(call: ToolCall) -> ToolResult:
 
 
 def reconcile(call: ToolCall, lookup_spec: dict | None) -> ToolResult | None:
-    """GET {url}/effects/{key}. The GET changes nothing, so every failure is ToolUnavailable."""
+    """GET {url}/effects/{key}: 404 is "not done". The GET changes nothing, so a lookup that
+    fails for want of the server is ToolUnavailable (ask again), and a refusal ToolRejected."""
     lookup = (lookup_spec or {}).get("transport", {})
     base = (
         lookup["url"] if lookup.get("type") == "http" and lookup.get("url") else call.spec["transport"]["url"]
