@@ -126,3 +126,12 @@ class AuditEventSerializer(serializers.ModelSerializer):
             "prev_hash",
             "hash",
         ]
+
+
+class CancelInputSerializer(StrictInputSerializer):
+    reason = serializers.CharField(required=False, allow_blank=True, default="", max_length=2000)
+
+
+class RetryInputSerializer(StrictInputSerializer):
+    reason = serializers.CharField(required=False, allow_blank=True, default="", max_length=2000)
+    repaired_input = serializers.DictField(required=False, help_text="Replaces the run's input (audited).")

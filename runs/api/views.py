@@ -8,12 +8,14 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from controlplane.api.permissions import ScopedRolePermission, api_key_of
-from controlplane.identity import actor_for
+from controlplane.identity import ADMIN, PLATFORM, actor_for
 
 from .. import selectors, services
 from ..models import Run, StepCheckpoint
 from .serializers import (
     AuditEventSerializer,
+    CancelInputSerializer,
+    RetryInputSerializer,
     RunDetailSerializer,
     RunListSerializer,
     TaskAcceptedSerializer,
@@ -103,3 +105,36 @@ class RunEventsView(generics.ListAPIView):
     def get_queryset(self):
         run = generics.get_object_or_404(selectors.runs_visible_to(self.request.user), pk=self.kwargs["pk"])
         return selectors.run_events(run)
+
+
+class RunOperationView(APIView):
+    """Operator actions: platform and admin users with the runs:operate scope."""
+
+    permission_classes = [ScopedRolePermission]
+    required_scopes = {"POST": "runs:operate"}
+    required_roles = {"POST": (PLATFORM, ADMIN)}
+
+    def _run(self, pk) -> Run:
+        return generics.get_object_or_404(selectors.runs_visible_to(self.request.user), pk=pk)
+
+
+class RunCancelView(RunOperationView):
+    @extend_schema(request=CancelInputSerializer, responses=RunDetailSerializer)
+    def post(self, request: Request, pk) -> Response:
+        serializer = CancelInputSerializer(data=request.data)
+        serializer.is_valid(raise_exception=True)
+        run = services.run_cancel(
+            run=self._run(pk), actor=actor_for(request.user, api_key_of(request)), **serializer.validated_data
+        )
+        return Response(RunDetailSerializer(run).data)
+
+
+class RunRetryView(RunOperationView):
+    @extend_schema(request=RetryInputSerializer, responses=RunDetailSerializer)
+    def post(self, request: Request, pk) -> Response:
+        serializer = RetryInputSerializer(data=request.data)
+        serializer.is_valid(raise_exception=True)
+        run = services.run_retry(
+            run=self._run(pk), actor=actor_for(request.user, api_key_of(request)), **serializer.validated_data
+        )
+        return Response(RunDetailSerializer(run).data)

@@ -2,6 +2,7 @@
 
 from .advance import SWEEPER_ACTOR, WORKER_ACTOR, run_advance, runs_sweep_expired_leases
 from .decisions import pending_action_decide
+from .operations import run_cancel, run_retry
 from .submission import Submission, task_submit
 
 __all__ = [
@@ -10,6 +11,8 @@ __all__ = [
     "Submission",
     "pending_action_decide",
     "run_advance",
+    "run_cancel",
+    "run_retry",
     "runs_sweep_expired_leases",
     "task_submit",
 ]

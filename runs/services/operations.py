@@ -1,0 +1,73 @@
+"""Operator actions on runs: cancel, and retry from the dead-letter queue (optionally repaired)."""
+
+from typing import Any
+
+from django.conf import settings
+from django.db import transaction
+from django.db.models.functions import Now
+
+from controlplane.audit import record
+from controlplane.canonical import digest
+from controlplane.dbtime import database_now_plus
+from controlplane.errors import Conflict
+
+from ..models import PendingAction, Run
+from .queue import enqueue_on_commit
+
+# A dead letter or a held compensation is "cancelled" when an operator discards it.
+CANCELLABLE = (
+    Run.Status.QUEUED,
+    Run.Status.RUNNING,
+    Run.Status.WAITING_APPROVAL,
+    Run.Status.DEAD_LETTERED,
+    Run.Status.COMPENSATION_FAILED,
+)
+RETRYABLE = (Run.Status.DEAD_LETTERED, Run.Status.FAILED, Run.Status.COMPENSATION_FAILED)
+
+
+def _audit(run: Run) -> dict:
+    return {"trace_id": run.trace_id, "run_id": run.pk, "release_id": run.release_id}
+
+
+@transaction.atomic
+def run_cancel(*, run: Run, actor: Any, reason: str = "") -> Run:
+    """Stop a run that has not finished, or discard a dead letter. A worker holding the run
+    notices at its next commit (its lease is gone) and writes nothing more."""
+    run = Run.objects.select_for_update().get(pk=run.pk)
+    if run.status not in CANCELLABLE:
+        raise Conflict(f"A {run.status} run cannot be cancelled.")
+    previous = run.status
+    run.status, run.finished_at, run.updated_at = Run.Status.CANCELLED, Now(), Now()
+    run.lease_owner, run.lease_expires_at = "", None
+    run.save()
+    PendingAction.objects.filter(run=run, status=PendingAction.Status.PENDING).update(
+        status=PendingAction.Status.SUPERSEDED
+    )
+    record(actor, "run.cancelled", run, {"from": previous, "reason": reason}, **_audit(run))
+    return run
+
+
+@transaction.atomic
+def run_retry(*, run: Run, actor: Any, repaired_input: dict | None = None, reason: str = "") -> Run:
+    """Re-inject a dead-lettered or failed run at the step where it stopped.
+
+    A repaired input replaces the original one (both digests are audited); approvals given
+    for the old input no longer apply, because the actions they bound to will differ.
+    """
+    run = Run.objects.select_for_update().get(pk=run.pk)
+    if run.status not in RETRYABLE:
+        raise Conflict(f"Only dead-lettered or failed runs can be retried; this one is {run.status}.")
+    payload = {"from": run.status, "state": run.current_state, "error": run.error, "reason": reason}
+    if repaired_input is not None:
+        payload |= {"input_digest_before": digest(run.input), "input_digest_after": digest(repaired_input)}
+        run.input = repaired_input
+        PendingAction.objects.filter(run=run, status=PendingAction.Status.APPROVED).update(
+            status=PendingAction.Status.SUPERSEDED
+        )
+    run.status, run.error, run.step_attempts, run.finished_at = Run.Status.QUEUED, "", 0, None
+    run.lease_owner, run.lease_expires_at = "", database_now_plus(settings.RUN_LEASE_SECONDS)
+    run.updated_at = Now()
+    run.save()
+    record(actor, "run.retried", run, payload, **_audit(run))
+    enqueue_on_commit(run.pk)
+    return run
