@@ -7,9 +7,10 @@ from django.contrib.auth import get_user_model
 from django.contrib.auth.models import Group
 from django.db import transaction
 
-from controlplane.identity import ADMIN, AUDITOR, PLATFORM, REVIEWER, Actor, actor_for
+from controlplane.identity import ADMIN, AUDITOR, PLATFORM, REVIEWER, actor_for
 from registry.services.bundles import bundle_apply, load_bundle_file
 from runs.services import task_submit
+from sandbox.seed import seed as seed_sandbox
 
 BUNDLES_DIR = Path(__file__).resolve().parent / "bundles"
 
@@ -25,10 +26,19 @@ DEMO_USERS = (
     ("admin", ADMIN, "admin-demo-pass"),
 )
 
+# (workflow, case id, input): built-in intake runs, and support cases on the staging release
+# (a small refund that waits only for the irreversible CRM write, a large one that stops at the
+# approval gate first, and a customer asking for a person).
 DEMO_CASES = (
-    ("CASE-1001", {"text": "I want my money back for order #123"}),
-    ("CASE-1002", {"text": "The export page shows an error since this morning"}),
-    ("CASE-1003", {"text": "How do I add a second reviewer to my team?"}),
+    ("builtin.intake", "INTAKE-1", {"text": "The export page shows an error since this morning"}),
+    ("builtin.intake", "INTAKE-2", {"text": "How do I add a second reviewer to my team?"}),
+    ("support_case_resolution", "CASE-1001", {"text": "Please refund order #123: a refund of $120"}),
+    (
+        "support_case_resolution",
+        "CASE-1002",
+        {"text": "I want my money back for order #456, a refund of $750"},
+    ),
+    ("support_case_resolution", "CASE-1003", {"text": "I want to speak to a person about my order"}),
 )
 
 
@@ -59,16 +69,18 @@ def demo_load() -> DemoResult:
             actor=actor_for(users["platform"]),
         )
         releases += report.releases
+    seed_sandbox()
     requester = users["requester"]
     runs_created = 0
-    for case_id, payload in DEMO_CASES:
+    for workflow, case_id, payload in DEMO_CASES:
         submission = task_submit(
             requester=requester,
-            actor=Actor(name="demo", kind="system"),
-            workflow="builtin.intake",
+            actor=actor_for(requester),
+            workflow=workflow,
             case_id=case_id,
             input=payload,
             idempotency_key=f"demo-{case_id}",
+            channel="" if workflow.startswith("builtin.") else "staging",
         )
         runs_created += submission.created
     logins = [(username, role or "requester", password) for username, role, password in DEMO_USERS]

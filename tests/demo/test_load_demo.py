@@ -20,7 +20,8 @@ def test_demo_loads_users_registry_and_runs_once(capsys):
     assert counts == (Release.objects.count(), Agent.objects.count(), Run.objects.count())
     assert Agent.objects.filter(status="active").count() == 4
     assert Channel.objects.get(workflow="support_case_resolution", name="staging").release is not None
-    assert Run.objects.count() == 3
+    assert Run.objects.count() == 5
+    assert Run.objects.filter(workflow="support_case_resolution", channel="staging").count() == 3
     assert verify_chain().ok
 
 
