@@ -87,6 +87,7 @@ class Run(models.Model):
             models.Index(fields=["status", "-created_at"], name="run_status_created_idx"),
             models.Index(fields=["workflow", "-created_at"], name="run_workflow_created_idx"),
             models.Index(fields=["requested_by", "-created_at"], name="run_requester_created_idx"),
+            models.Index(fields=["release_id", "-created_at"], name="run_release_created_idx"),
             models.Index(
                 fields=["lease_expires_at"],
                 condition=models.Q(status__in=["queued", "running"]),

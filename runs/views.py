@@ -1,42 +1,307 @@
-from django.contrib.auth.decorators import login_required
-from django.core.paginator import Paginator
-from django.db.models import Prefetch
-from django.http import HttpRequest, HttpResponse
-from django.shortcuts import get_object_or_404
+"""Run pages: the run list, one run's story and the dead-letter queue; operators cancel and retry.
 
+Everything a model or a tool wrote (outputs, proposed actions, errors) is untrusted text: it is
+rendered as JSON or plain text and always escaped by the templates.
+"""
+
+import json
+from collections.abc import Callable
+from functools import wraps
+from typing import Any
+
+from django import forms
+from django.contrib import messages
+from django.contrib.auth.decorators import login_required
+from django.core.exceptions import PermissionDenied
+from django.core.paginator import Page, Paginator
+from django.db.models import Prefetch, QuerySet
+from django.http import HttpRequest, HttpResponse
+from django.shortcuts import get_object_or_404, redirect, render
+from django.urls import reverse
+from django.views.decorators.http import require_POST
+from django_htmx.http import HttpResponseClientRedirect
+
+from controlplane.dbtime import database_now_plus
 from controlplane.htmx import render_page
+from controlplane.identity import ADMIN, AUDITOR, PLATFORM, actor_for, has_role
+from registry.diagrams import mermaid_state_diagram
+from registry.forms import ServiceForm
+from registry.models import Release
 
 from . import selectors
-from .models import Run, StepCheckpoint
+from .engine.released import released_workflow
+from .models import Effect, Payload, PendingAction, Run, StepCheckpoint
+from .services import run_cancel, run_retry
+from .services.operations import CANCELLABLE, RETRYABLE
 from .workflows import BUILTIN_WORKFLOWS
 
 RUNS_PER_PAGE = 50
+AGES = {"hour": ("last hour", 3600), "day": ("last day", 86_400), "week": ("last week", 7 * 86_400)}
+DEAD_LETTERS = (Run.Status.DEAD_LETTERED, Run.Status.COMPENSATION_FAILED)
+
+
+class CancelForm(ServiceForm):
+    reason = forms.CharField(required=False, max_length=2000)
+
+
+class RetryForm(ServiceForm):
+    repaired_input = forms.CharField(
+        required=False,
+        label="Repaired input (JSON object)",
+        widget=forms.Textarea(attrs={"rows": 5}),
+        help_text="Leave it empty to retry with the run's input as it is.",
+    )
+    reason = forms.CharField(required=False, max_length=2000)
+
+    def clean_repaired_input(self) -> dict | None:
+        text = self.cleaned_data["repaired_input"]
+        if not text:
+            return None
+        try:
+            value = json.loads(text, parse_constant=_no_constant)
+        except json.JSONDecodeError as error:
+            raise forms.ValidationError(
+                f"This is not valid JSON: {error.msg} (line {error.lineno}, column {error.colno})."
+            ) from error
+        except ValueError as error:
+            raise forms.ValidationError(f"This is not valid JSON: {error}.") from error
+        except RecursionError as error:
+            raise forms.ValidationError("This JSON is nested too deeply.") from error
+        if not isinstance(value, dict):
+            raise forms.ValidationError('The repaired input must be a JSON object, such as {"text": "…"}.')
+        return value
+
+
+def _no_constant(name: str) -> None:
+    raise ValueError(f"{name} is not a JSON value")
+
+
+def _can_operate(request: HttpRequest) -> bool:
+    return has_role(request.user, PLATFORM, ADMIN)
+
+
+def platform_required(view: Callable) -> Callable:
+    @wraps(view)
+    def checked(request: HttpRequest, *args, **kwargs) -> HttpResponse:
+        if not _can_operate(request):
+            raise PermissionDenied
+        return view(request, *args, **kwargs)
+
+    return checked
+
+
+def _paged(request: HttpRequest, runs: QuerySet[Run]) -> Page:
+    return Paginator(runs, RUNS_PER_PAGE).get_page(request.GET.get("page"))
+
+
+def _done(request: HttpRequest, url: str, message: str) -> HttpResponse:
+    """After a write: a whole new page load, also when htmx sent the form."""
+    messages.success(request, message)
+    return HttpResponseClientRedirect(url) if request.htmx else redirect(url)
+
+
+def _json(value: Any) -> str:
+    """Readable JSON; the template escapes it like any other text."""
+    return json.dumps(value, indent=2, ensure_ascii=False, default=str)
+
+
+def _workflow_names() -> list[str]:
+    return sorted({*BUILTIN_WORKFLOWS, *Release.objects.values_list("workflow", flat=True).distinct()})
 
 
 @login_required
 def run_list(request: HttpRequest) -> HttpResponse:
+    filters = {key: request.GET.get(key, "").strip() for key in ("status", "workflow", "release", "age")}
     runs = selectors.runs_visible_to(request.user)
-    status = request.GET.get("status", "")
-    workflow = request.GET.get("workflow", "")
-    if status in Run.Status.values:
-        runs = runs.filter(status=status)
-    if workflow:
-        runs = runs.filter(workflow=workflow)
-    page = Paginator(runs.order_by("-created_at", "-pk"), RUNS_PER_PAGE).get_page(request.GET.get("page"))
+    if filters["status"] in Run.Status.values:
+        runs = runs.filter(status=filters["status"])
+    if filters["workflow"]:
+        runs = runs.filter(workflow=filters["workflow"])
+    if filters["release"]:
+        runs = runs.filter(release_id__icontains=filters["release"])
+    if filters["age"] in AGES:
+        runs = runs.filter(created_at__gte=database_now_plus(-AGES[filters["age"]][1]))
     context = {
-        "page": page,
+        "page": _paged(request, runs.order_by("-created_at", "-pk")),
         "statuses": Run.Status.choices,
-        "workflows": sorted(BUILTIN_WORKFLOWS),
-        "filters": {"status": status, "workflow": workflow},
+        # A callable: only the whole page calls it, not the rows' refresh every 3 seconds.
+        "workflows": _workflow_names,
+        "ages": [(key, label) for key, (label, _) in AGES.items()],
+        "filters": filters,
     }
     return render_page(request, "runs/run_list.html", "runs/_partials/run_rows.html", context)
 
 
+def _run_or_404(request: HttpRequest, pk: str) -> Run:
+    runs = selectors.runs_visible_to(request.user).prefetch_related(
+        Prefetch("checkpoints", queryset=StepCheckpoint.objects.order_by("sequence")),
+        Prefetch("effects", queryset=Effect.objects.order_by("created_at", "pk")),
+        Prefetch(
+            "pending_actions",
+            queryset=PendingAction.objects.filter(status=PendingAction.Status.PENDING).order_by(
+                "created_at", "pk"
+            ),
+            to_attr="pending",
+        ),
+    )
+    return get_object_or_404(runs, pk=pk)
+
+
 @login_required
 def run_detail(request: HttpRequest, pk: str) -> HttpResponse:
-    runs = selectors.runs_visible_to(request.user).prefetch_related(
-        Prefetch("checkpoints", queryset=StepCheckpoint.objects.order_by("sequence"))
-    )
-    run = get_object_or_404(runs, pk=pk)
-    context = {"run": run, "events": selectors.run_events(run)}
+    context = _run_context(request, _run_or_404(request, pk))
     return render_page(request, "runs/run_detail.html", "runs/_partials/run_body.html", context)
+
+
+def _run_context(request: HttpRequest, run: Run, **failed_forms) -> dict:
+    checkpoints = list(run.checkpoints.all())
+    stored = _stored_outputs(checkpoints)
+    return {
+        "run": run,
+        # A run parked after a failed compensation only moves when an operator acts here.
+        "live": not run.is_finished and run.status != Run.Status.COMPENSATION_FAILED,
+        "input_json": _json(run.input),
+        "budget": _budget(run),
+        "diagram": _diagram(run, checkpoints),
+        "steps": [_step(checkpoint, stored) for checkpoint in checkpoints],
+        "pending": [(action, _json(action.proposed_action)) for action in run.pending],
+        "effects": [
+            (effect, _json(effect.compensation_result) if effect.compensation_result is not None else "")
+            for effect in run.effects.all()
+        ],
+        "events": selectors.run_events(run),
+        "can_operate": _can_operate(request),
+        "can_read_decisions": has_role(request.user, PLATFORM, AUDITOR, ADMIN),
+        "can_cancel": run.status in CANCELLABLE,
+        "can_retry": run.status in RETRYABLE,
+        "cancel_form": CancelForm(),
+        "retry_form": RetryForm(),
+        **failed_forms,
+    }
+
+
+def _budget(run: Run) -> list[tuple[str, Any, Any]]:
+    """(what, spent, limit) for every limit and every kind of spending; a limit may be absent."""
+    budget = run.budget if isinstance(run.budget, dict) else {}
+    spent = run.spent if isinstance(run.spent, dict) else {}
+    return [(key, spent.get(key, 0), budget.get(key)) for key in sorted({*budget, *spent})]
+
+
+def _stored_outputs(checkpoints: list[StepCheckpoint]) -> dict[str, Any]:
+    """Large outputs are kept once, by digest: fetch all of this run's in one query."""
+    refs = [checkpoint.output["$ref"] for checkpoint in checkpoints if _is_reference(checkpoint.output)]
+    if not refs:
+        return {}
+    return dict(Payload.objects.filter(pk__in=refs).values_list("digest", "content"))
+
+
+def _is_reference(output: Any) -> bool:
+    return isinstance(output, dict) and set(output) == {"$ref", "size"}
+
+
+def _step(checkpoint: StepCheckpoint, stored: dict[str, Any]) -> dict:
+    output = checkpoint.output
+    by_reference = _is_reference(output)
+    if by_reference and output["$ref"] in stored:
+        output = stored[output["$ref"]]
+    details = checkpoint.details if isinstance(checkpoint.details, dict) else {}
+    decision = details.get("policy_decision")
+    return {
+        "checkpoint": checkpoint,
+        "details": details,
+        "fallbacks": details.get("fallbacks") or [],
+        "decision_id": decision if isinstance(decision, int) and not isinstance(decision, bool) else None,
+        "output_json": _json(output),
+        "by_reference": by_reference,
+    }
+
+
+def _diagram(run: Run, checkpoints: list[StepCheckpoint]) -> str:
+    """The released workflow with the states this run has completed highlighted; built-ins have none."""
+    if not run.release_id:
+        return ""
+    try:
+        definition = released_workflow(run.release_id).definition
+    except Release.DoesNotExist:
+        return ""
+    return mermaid_state_diagram(definition, highlight=[checkpoint.state for checkpoint in checkpoints])
+
+
+def _run_page(request: HttpRequest, pk: str, status: int, **failed_forms) -> HttpResponse:
+    run = _run_or_404(request, pk)
+    return render(request, "runs/run_detail.html", _run_context(request, run, **failed_forms), status=status)
+
+
+@login_required
+@platform_required
+@require_POST
+def run_cancel_view(request: HttpRequest, pk: str) -> HttpResponse:
+    run = get_object_or_404(selectors.runs_visible_to(request.user), pk=pk)
+    form = CancelForm(request.POST)
+    if form.submit(lambda data: run_cancel(run=run, actor=actor_for(request.user), reason=data["reason"])):
+        return _done(request, reverse("run-detail", args=[run.pk]), f"Run {_short(run)} is cancelled.")
+    return _run_page(request, pk, form.status_code, cancel_form=form)
+
+
+@login_required
+@platform_required
+@require_POST
+def run_retry_view(request: HttpRequest, pk: str) -> HttpResponse:
+    run = get_object_or_404(selectors.runs_visible_to(request.user), pk=pk)
+    form = RetryForm(request.POST)
+    if form.submit(lambda data: run_retry(run=run, actor=actor_for(request.user), **data)):
+        return _done(request, reverse("run-detail", args=[run.pk]), f"Run {_short(run)} is queued again.")
+    return _run_page(request, pk, form.status_code, retry_form=form)
+
+
+def _short(run: Run) -> str:
+    return str(run.pk)[:8]
+
+
+def _dead_letters(request: HttpRequest) -> QuerySet[Run]:
+    return (
+        selectors.runs_visible_to(request.user).filter(status__in=DEAD_LETTERS).order_by("-created_at", "-pk")
+    )
+
+
+@login_required
+def dead_letter_list(request: HttpRequest) -> HttpResponse:
+    return _dead_letter_page(request)
+
+
+def _dead_letter_page(
+    request: HttpRequest, status: int = 200, failed: Run | None = None, **failed_forms
+) -> HttpResponse:
+    context = {
+        "page": _paged(request, _dead_letters(request)),
+        "can_operate": _can_operate(request),
+        "failed": failed,
+        "cancel_form": CancelForm(),
+        "retry_form": RetryForm(),
+        **failed_forms,
+    }
+    return render(request, "runs/dead_letter_list.html", context, status=status)
+
+
+@login_required
+@platform_required
+@require_POST
+def dead_letter_retry(request: HttpRequest, pk: str) -> HttpResponse:
+    # Any run the user sees: if it has left the queue meanwhile, the service explains why (409).
+    run = get_object_or_404(selectors.runs_visible_to(request.user), pk=pk)
+    form = RetryForm(request.POST)
+    if form.submit(lambda data: run_retry(run=run, actor=actor_for(request.user), **data)):
+        return _done(request, reverse("dead-letter-list"), f"Run {_short(run)} is queued again.")
+    return _dead_letter_page(request, form.status_code, failed=run, retry_form=form)
+
+
+@login_required
+@platform_required
+@require_POST
+def dead_letter_discard(request: HttpRequest, pk: str) -> HttpResponse:
+    # Any run the user sees: if it has left the queue meanwhile, the service explains why (409).
+    run = get_object_or_404(selectors.runs_visible_to(request.user), pk=pk)
+    form = CancelForm(request.POST)
+    if form.submit(lambda data: run_cancel(run=run, actor=actor_for(request.user), reason=data["reason"])):
+        return _done(request, reverse("dead-letter-list"), f"Run {_short(run)} is discarded (cancelled).")
+    return _dead_letter_page(request, form.status_code, failed=run, cancel_form=form)

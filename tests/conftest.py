@@ -65,6 +65,17 @@ def outsider(db):
 
 
 @pytest.fixture
+def signed_in(client):
+    """The test client, signed in as the given user (a browser session)."""
+
+    def sign_in(user):
+        client.force_login(user)
+        return client
+
+    return sign_in
+
+
+@pytest.fixture
 def api_client():
     return APIClient()
 

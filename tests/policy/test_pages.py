@@ -14,15 +14,6 @@ from .test_api import tool_call, with_threshold
 pytestmark = pytest.mark.django_db
 
 
-@pytest.fixture
-def signed_in(client):
-    def sign_in(user):
-        client.force_login(user)
-        return client
-
-    return sign_in
-
-
 def test_decision_log_lists_filters_and_keeps_its_query_count(signed_in, auditor):
     client = signed_in(auditor)
     policy_decide("tool.call", tool_call(10), bundle=bundle(), run_id="r-1")

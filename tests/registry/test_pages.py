@@ -32,15 +32,6 @@ AGENT_FORM = {
 
 
 @pytest.fixture
-def signed_in(client):
-    def sign_in(user):
-        client.force_login(user)
-        return client
-
-    return sign_in
-
-
-@pytest.fixture
 def release(demo_registry) -> Release:
     """The demo release, on staging, authored by the platform user."""
     return Release.objects.get(pk=demo_registry.releases[0])

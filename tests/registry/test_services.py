@@ -157,7 +157,11 @@ def test_demo_workflow_is_valid_and_stored_normalised(demo_registry):
             "$.steps[0].next[1]",
             "transition to undefined state 'escalate'",
         ),
-        (workflow_source(validate={"next": ["commit"], "route": None}), "$.steps[4]", "state 'approve' is unreachable"),
+        (
+            workflow_source(validate={"next": ["commit"], "route": None}),
+            "$.steps[4]",
+            "state 'approve' is unreachable",
+        ),
         (workflow_source(commit={"compensate": None}), None, None),
         (
             workflow_source(approve={"human_if": ["refund_amount >> 500"]}),
