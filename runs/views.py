@@ -26,7 +26,7 @@ from controlplane.htmx import render_page
 from controlplane.identity import ADMIN, AUDITOR, PLATFORM, actor_for, has_role
 from registry.diagrams import mermaid_state_diagram
 from registry.forms import ServiceForm
-from registry.models import Release
+from registry.models import Release, ReleaseAgent
 
 from . import selectors
 from .engine.released import released_workflow
@@ -111,7 +111,9 @@ def _workflow_names() -> list[str]:
 
 @login_required
 def run_list(request: HttpRequest) -> HttpResponse:
-    filters = {key: request.GET.get(key, "").strip() for key in ("status", "workflow", "release", "age")}
+    filters = {
+        key: request.GET.get(key, "").strip() for key in ("status", "workflow", "release", "age", "agent")
+    }
     runs = selectors.runs_visible_to(request.user)
     if filters["status"] in Run.Status.values:
         runs = runs.filter(status=filters["status"])
@@ -119,6 +121,10 @@ def run_list(request: HttpRequest) -> HttpResponse:
         runs = runs.filter(workflow=filters["workflow"])
     if filters["release"]:
         runs = runs.filter(release_id__icontains=filters["release"])
+    if filters["agent"]:
+        runs = runs.filter(
+            release_id__in=ReleaseAgent.objects.filter(agent__slug=filters["agent"]).values("release_id")
+        )
     if filters["age"] in AGES:
         runs = runs.filter(created_at__gte=database_now_plus(-AGES[filters["age"]][1]))
     context = {

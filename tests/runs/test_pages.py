@@ -480,3 +480,21 @@ def test_only_platform_and_admin_users_operate_runs(signed_in, request, who):
 def test_run_operations_need_a_post(signed_in, platform_user):
     run = _dead_letter()
     assert signed_in(platform_user).get(f"/runs/{run.pk}/retry/").status_code == 405
+
+
+def test_runs_filter_by_agent_for_the_agent_page(signed_in, platform_user, demo_registry, requester):
+    run = services.task_submit(
+        requester=requester,
+        actor=actor_for(requester),
+        workflow="support_case_resolution",
+        case_id="CASE-1001",
+        input={"text": "hello"},
+        channel="staging",
+    ).run
+    client = signed_in(platform_user)
+    rows = client.get("/runs/?agent=case_manager", HTTP_HX_REQUEST="true").content.decode()
+    assert str(run.pk)[:8] in rows
+    assert str(run.pk)[:8] not in client.get("/runs/?agent=nobody", HTTP_HX_REQUEST="true").content.decode()
+    assert (
+        'hx-get="/runs/?agent=case_manager"' in client.get("/registry/agents/case_manager/").content.decode()
+    )
