@@ -1,4 +1,5 @@
 from django.apps import AppConfig
+from django.apps import apps as global_apps
 
 
 class SandboxConfig(AppConfig):
@@ -10,3 +11,16 @@ class SandboxConfig(AppConfig):
     """
 
     name = "sandbox"
+
+    def ready(self) -> None:
+        from django.db.models.signals import post_migrate
+
+        from .seed import seed
+
+        # Also after a flush (which empties what the data migration seeded), like Django's own
+        # content types and permissions.
+        post_migrate.connect(
+            lambda sender, apps=None, **kwargs: seed(apps or global_apps),
+            sender=self,
+            dispatch_uid="sandbox-seed",
+        )

@@ -329,6 +329,8 @@ def _fail(run: Run, lease_token: str, state: str, error: str, enqueue: Any) -> b
         locked.status = Run.Status.COMPENSATING if effects else Run.Status.FAILED
         if not effects:
             locked.finished_at, locked.lease_owner, locked.lease_expires_at = Now(), "", None
+        else:  # compensating under a fresh lease; should this worker die, the sweeper resumes it
+            locked.lease_expires_at = database_now_plus(settings.RUN_LEASE_SECONDS)
         locked.save()
         record(
             WORKER,
@@ -342,9 +344,24 @@ def _fail(run: Run, lease_token: str, state: str, error: str, enqueue: Any) -> b
     return False
 
 
-def _compensate(run: Run, lease_token: str, effects: list[Effect]) -> None:
+def fail_crashed_step(run: Run, lease_token: str, error: Exception, enqueue: Any) -> bool:
+    """A step that raised fails the run closed, so that its message cannot come back forever."""
+    reason = (str(error).splitlines() or [""])[0]  # the first line: later ones may quote SQL and data
+    state = run.current_state
+    return _fail(run, lease_token, state, f"step {state} raised {type(error).__name__}: {reason}", enqueue)
+
+
+def compensation_resume(run: Run, lease_token: str) -> bool:
+    """Go on undoing the effects of a run whose worker died while compensating them; if it had
+    already met a compensation that failed, it stopped there, and so does this."""
+    failed = list(Effect.objects.filter(run=run, status=Effect.Status.COMPENSATION_FAILED))
+    _compensate(run, lease_token, [] if failed else _committed_effects(run), failed)
+    return False
+
+
+def _compensate(run: Run, lease_token: str, effects: list[Effect], failed: list | None = None) -> None:
     released = released_workflow(run.release_id)
-    compensated, failed = [], []
+    compensated, failed = [], list(failed or [])
     for effect in effects:
         if not effect.compensation_tool:
             continue

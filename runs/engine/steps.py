@@ -9,8 +9,10 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from django.db import transaction
+from django.db.models.functions import Now
 
 from controlplane.canonical import digest
+from controlplane.models import AuditEvent
 from policy.services import Decision, decision_input, policy_decide
 from registry.expressions import EvaluationError, ExpressionError, is_true, parse
 
@@ -99,7 +101,7 @@ def execute_agent_step(run: Run, released: ReleasedWorkflow, step: dict, results
             prompt=render(prompt["template"], variables),
             variables=variables,
             output_schema=step.get("output_schema"),
-            idempotency_key=idempotency_key(run, step["name"], str(run.step_attempts)),
+            idempotency_key=idempotency_key(run, step["name"], _attempt(run)),
         )
         for name, config in released.model_chain(step.get("model_config") or binding["model_config"])
     ]
@@ -133,6 +135,13 @@ def execute_agent_step(run: Run, released: ReleasedWorkflow, step: dict, results
     }
     spent = {"tokens": reply.prompt_tokens + reply.completion_tokens, "cost_usd": reply.cost_usd}
     return StepOutcome("done", output=reply.output, details=details, spent=spent)
+
+
+def _attempt(run: Run) -> str:
+    """Which attempt of the current step this is. An operator's retry restarts the count, so it
+    starts a new series: a provider caching by key must answer the retried run afresh."""
+    retries = AuditEvent.objects.filter(run_id=str(run.pk), action="run.retried").count()
+    return f"{retries}:{run.step_attempts}" if retries else str(run.step_attempts)
 
 
 def execute_gate_step(run: Run, step: dict, results: dict) -> StepOutcome:
@@ -360,9 +369,18 @@ def _call_tool(run, released, step, spec, args, key, decision) -> StepOutcome:
     }
     if effect.status == Effect.Status.COMMITTED:
         return StepOutcome("done", output=effect.result, details={**details, "replayed": True})
-    if not created and (step.get("reconcile_before_retry") or spec.get("reconcile_lookup")):
+    unknown = effect.status == Effect.Status.UNKNOWN  # the last call may have taken effect: ask first
+    if not created and (unknown or step.get("reconcile_before_retry") or spec.get("reconcile_lookup")):
         lookup = released.artifacts["tool"].get(spec.get("reconcile_lookup", ""))
-        found = tools.reconcile(call, lookup)
+        try:
+            found = tools.reconcile(call, lookup)
+        except tools.ToolError as error:  # never assume "not done": ask again later, or stop
+            return StepOutcome(
+                "retry" if error.retryable else "fail",
+                error=f"{step['tool']} could not be reconciled: {error}",
+                retryable=error.retryable,
+                details=details,
+            )
         if found is not None:
             return StepOutcome(
                 "done",
@@ -375,7 +393,11 @@ def _call_tool(run, released, step, spec, args, key, decision) -> StepOutcome:
         Effect.objects.filter(pk=effect.pk).update(status=Effect.Status.UNKNOWN)
         return StepOutcome("retry", error=f"{step['tool']} outcome unknown: {error}", details=details)
     except tools.ToolError as error:
-        if not error.retryable:
+        if getattr(error, "effect_id", ""):  # it happened, outside its contract: record it to be undone
+            Effect.objects.filter(pk=effect.pk).update(
+                status=Effect.Status.COMMITTED, effect_id=error.effect_id, updated_at=Now()
+            )
+        elif not error.retryable:
             Effect.objects.filter(pk=effect.pk).update(status=Effect.Status.REJECTED)
         return StepOutcome(
             "retry" if error.retryable else "fail",

@@ -11,7 +11,7 @@ import time
 import uuid
 
 from django.conf import settings
-from django.db import transaction
+from django.db import InterfaceError, OperationalError, transaction
 from django.db.models import Q
 from django.db.models.functions import Now
 
@@ -19,7 +19,7 @@ from controlplane.audit import record
 from controlplane.canonical import digest
 from controlplane.dbtime import database_now, database_now_plus
 
-from ..engine.core import execute_released_step
+from ..engine.core import compensation_resume, execute_released_step, fail_crashed_step
 from ..models import Run, StepCheckpoint
 from ..workflows import StepContext, workflow_spec
 from .queue import enqueue, enqueue_on_commit
@@ -28,6 +28,8 @@ logger = logging.getLogger(__name__)
 
 WORKER_ACTOR = "system:worker"
 SWEEPER_ACTOR = "system:sweeper"
+# A run whose worker died while compensating is resumed like a running one: it goes on undoing.
+RESUMABLE_STATUSES = (*Run.ACTIVE_STATUSES, Run.Status.COMPENSATING)
 
 
 def run_advance(*, run_id: str, worker: str) -> None:
@@ -47,7 +49,7 @@ def run_advance(*, run_id: str, worker: str) -> None:
 def _claim_lease(run_id: str, lease_token: str) -> bool:
     claimable = Q(lease_owner="") | Q(lease_expires_at__lt=Now())
     claimed = (
-        Run.objects.filter(pk=run_id, status__in=Run.ACTIVE_STATUSES)
+        Run.objects.filter(pk=run_id, status__in=RESUMABLE_STATUSES)
         .filter(claimable)
         .update(
             lease_owner=lease_token,
@@ -79,10 +81,18 @@ def _mark_started(run_id: str) -> None:
 def _execute_next_step(run_id: str, lease_token: str) -> bool:
     """Run one step and commit its checkpoint; True when the run has more steps to go."""
     run = Run.objects.get(pk=run_id)
-    if run.lease_owner != lease_token or run.status != Run.Status.RUNNING:
+    if run.lease_owner != lease_token or run.status not in (Run.Status.RUNNING, Run.Status.COMPENSATING):
         return False
+    if run.status == Run.Status.COMPENSATING:
+        return compensation_resume(run, lease_token)
     if run.release_id:
-        return execute_released_step(run, lease_token, enqueue=enqueue)
+        try:
+            return execute_released_step(run, lease_token, enqueue=enqueue)
+        except (OperationalError, InterfaceError):
+            raise  # the database went away: the task retries, and the lease keeps the run meanwhile
+        except Exception as exc:
+            logger.exception("step %s of run %s failed", run.current_state, run_id)
+            return fail_crashed_step(run, lease_token, exc, enqueue)
     spec = workflow_spec(run.workflow)
     step = spec.step(run.current_state)
     results = dict(run.checkpoints.values_list("state", "output"))
@@ -172,9 +182,9 @@ def _release_to_queue(run_id: str, lease_token: str) -> None:
 
 
 def runs_sweep_expired_leases(*, limit: int = 500) -> int:
-    """Re-enqueue active runs whose lease expired (dead worker or lost message)."""
+    """Re-enqueue active or compensating runs whose lease expired (dead worker or lost message)."""
     expired = list(
-        Run.objects.filter(status__in=Run.ACTIVE_STATUSES, lease_expires_at__lt=Now())
+        Run.objects.filter(status__in=RESUMABLE_STATUSES, lease_expires_at__lt=Now())
         .order_by("lease_expires_at")
         .values_list("pk", flat=True)[:limit]
     )
@@ -183,7 +193,7 @@ def runs_sweep_expired_leases(*, limit: int = 500) -> int:
         with transaction.atomic():
             run = (
                 Run.objects.select_for_update()
-                .filter(pk=run_id, status__in=Run.ACTIVE_STATUSES, lease_expires_at__lt=Now())
+                .filter(pk=run_id, status__in=RESUMABLE_STATUSES, lease_expires_at__lt=Now())
                 .first()
             )
             if run is None:
