@@ -58,6 +58,9 @@ class Run(models.Model):
     step_attempts = models.PositiveSmallIntegerField(
         default=0, help_text="Failed attempts of the current step."
     )
+    claims_since_progress = models.PositiveSmallIntegerField(
+        default=0, help_text="Leases taken since a worker last committed anything: a crash loop detector."
+    )
     case_id = models.CharField(max_length=200, help_text="The business key of the case this run works on.")
     input = models.JSONField(help_text="The original input; it travels with the run unchanged.")
     status = models.CharField(max_length=20, choices=Status.choices, default=Status.QUEUED)

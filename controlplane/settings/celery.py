@@ -62,3 +62,6 @@ RUN_RETRY_BACKOFF_SECONDS = env.float("RUN_RETRY_BACKOFF_SECONDS", default=2.0)
 # Model providers: a circuit opens after this many consecutive failures and probes again after the reset time.
 MODEL_CIRCUIT_FAILURES = env.int("MODEL_CIRCUIT_FAILURES", default=5)
 MODEL_CIRCUIT_RESET_SECONDS = env.int("MODEL_CIRCUIT_RESET_SECONDS", default=30)
+# A run taken by this many workers in a row without any of them committing (each one crashed)
+# is dead-lettered instead of being handed out again: a poison task must not loop forever.
+RUN_MAX_CLAIMS = env.int("RUN_MAX_CLAIMS", default=5)

@@ -160,6 +160,7 @@ def _commit_step(run, lease_token, state, outcome, next_state, why, spent, start
                 updated_at=Now(),
             )
         locked.spent, locked.step_attempts, locked.updated_at = spent, 0, Now()
+        locked.claims_since_progress = 0
         locked.hop_count += 1
         record(
             WORKER,
@@ -251,6 +252,7 @@ def _park(run: Run, lease_token: str, outcome: StepOutcome) -> None:
             status__in=[PendingAction.Status.PENDING, PendingAction.Status.APPROVED],
         ).exclude(action_hash=outcome.pending["action_hash"]).update(status=PendingAction.Status.SUPERSEDED)
         _create_pending(locked, outcome.pending)
+        locked.claims_since_progress = 0
         locked.updated_at = Now()
         locked.save()
 
@@ -263,6 +265,7 @@ def _retry_or_dead_letter(run, lease_token, step, outcome, envelope, enqueue) ->
         if locked is None:
             return False
         locked.step_attempts += 1
+        locked.claims_since_progress = 0  # the worker survived the attempt: a failure, not a crash
         locked.updated_at = Now()
         if outcome.retryable and locked.step_attempts < max_attempts:
             delay = base * 2 ** (locked.step_attempts - 1)

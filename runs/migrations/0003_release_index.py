@@ -5,15 +5,14 @@ from django.db import migrations, models
 
 
 class Migration(migrations.Migration):
-
     dependencies = [
-        ('runs', '0002_engine_state'),
+        ("runs", "0002_engine_state"),
         migrations.swappable_dependency(settings.AUTH_USER_MODEL),
     ]
 
     operations = [
         migrations.AddIndex(
-            model_name='run',
-            index=models.Index(fields=['release_id', '-created_at'], name='run_release_created_idx'),
+            model_name="run",
+            index=models.Index(fields=["release_id", "-created_at"], name="run_release_created_idx"),
         ),
     ]

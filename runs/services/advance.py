@@ -12,7 +12,7 @@ import uuid
 
 from django.conf import settings
 from django.db import InterfaceError, OperationalError, transaction
-from django.db.models import Q
+from django.db.models import F, Q
 from django.db.models.functions import Now
 
 from controlplane.audit import record
@@ -38,6 +38,8 @@ def run_advance(*, run_id: str, worker: str) -> None:
     if not _claim_lease(run_id, lease_token):
         logger.info("run %s is finished or leased to another worker; nothing to do", run_id)
         return
+    if _dead_letter_if_poison(run_id, lease_token):
+        return
     _mark_started(run_id)
     slice_ends = time.monotonic() + settings.RUN_TIME_SLICE_SECONDS
     while _execute_next_step(run_id, lease_token):
@@ -54,10 +56,35 @@ def _claim_lease(run_id: str, lease_token: str) -> bool:
         .update(
             lease_owner=lease_token,
             lease_expires_at=database_now_plus(settings.RUN_LEASE_SECONDS),
+            claims_since_progress=F("claims_since_progress") + 1,
             updated_at=Now(),
         )
     )
     return claimed == 1
+
+
+@transaction.atomic
+def _dead_letter_if_poison(run_id: str, lease_token: str) -> bool:
+    """A run whose step kills its worker every time (a crash, not an error the engine can
+    catch) would be re-delivered forever; after RUN_MAX_CLAIMS leases without any commit it is
+    dead-lettered instead, for an operator."""
+    run = Run.objects.select_for_update().get(pk=run_id)
+    if run.lease_owner != lease_token or run.claims_since_progress <= settings.RUN_MAX_CLAIMS:
+        return False
+    error = f"{run.current_state} stopped its worker {run.claims_since_progress - 1} times without finishing"
+    run.status, run.error, run.finished_at, run.updated_at = Run.Status.DEAD_LETTERED, error, Now(), Now()
+    run.lease_owner, run.lease_expires_at = "", None
+    run.save()
+    record(
+        WORKER_ACTOR,
+        "run.dead_lettered",
+        run,
+        {"state": run.current_state, "claims": run.claims_since_progress, "error": error},
+        trace_id=run.trace_id,
+        run_id=run.pk,
+        release_id=run.release_id,
+    )
+    return True
 
 
 @transaction.atomic
@@ -113,7 +140,7 @@ def _execute_next_step(run_id: str, lease_token: str) -> bool:
             run=run, sequence=sequence, state=step.name, output=output, started_at=started_at
         )
         next_state = step.next[0] if step.next else ""
-        run.updated_at = Now()
+        run.updated_at, run.claims_since_progress = Now(), 0
         if next_state:
             run.current_state = next_state
             run.lease_expires_at = database_now_plus(settings.RUN_LEASE_SECONDS)
@@ -123,6 +150,7 @@ def _execute_next_step(run_id: str, lease_token: str) -> bool:
             run.lease_owner, run.lease_expires_at = "", None
         run.save(
             update_fields=[
+                "claims_since_progress",
                 "current_state",
                 "status",
                 "finished_at",
@@ -175,7 +203,10 @@ def _fail(run_id: str, lease_token: str, state: str, error: str) -> None:
 @transaction.atomic
 def _release_to_queue(run_id: str, lease_token: str) -> None:
     released = Run.objects.filter(pk=run_id, lease_owner=lease_token, status=Run.Status.RUNNING).update(
-        lease_owner="", lease_expires_at=database_now_plus(settings.RUN_LEASE_SECONDS), updated_at=Now()
+        lease_owner="",
+        lease_expires_at=database_now_plus(settings.RUN_LEASE_SECONDS),
+        updated_at=Now(),
+        claims_since_progress=0,
     )
     if released:
         enqueue_on_commit(run_id)

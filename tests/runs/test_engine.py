@@ -10,6 +10,7 @@ from controlplane.identity import Actor
 from controlplane.models import AuditEvent
 from runs import services, workflows
 from runs.models import Run, StepCheckpoint
+from runs.services.advance import _claim_lease as claim_lease
 
 pytestmark = pytest.mark.django_db
 
@@ -148,3 +149,26 @@ def test_a_run_gives_its_worker_back_after_its_time_slice(
     assert (run.status, run.current_state, run.lease_owner) == (Run.Status.RUNNING, "acknowledge", "")
     assert StepCheckpoint.objects.filter(run=run).count() == 1
     assert len(callbacks) == 1
+
+
+def test_a_run_that_keeps_killing_its_workers_is_dead_lettered(submitted_run, settings):
+    settings.RUN_MAX_CLAIMS = 2
+    for worker in ("w1", "w2"):  # each takes the lease and dies before committing anything
+        Run.objects.filter(pk=submitted_run.pk).update(lease_owner="", lease_expires_at=None)
+        assert claim_lease(str(submitted_run.pk), worker)
+    Run.objects.filter(pk=submitted_run.pk).update(lease_owner="", lease_expires_at=None)
+
+    services.run_advance(run_id=str(submitted_run.pk), worker="w3")
+
+    run = Run.objects.get(pk=submitted_run.pk)
+    assert run.status == Run.Status.DEAD_LETTERED
+    assert "stopped its worker 2 times" in run.error
+    assert not StepCheckpoint.objects.exists()
+    assert AuditEvent.objects.get(action="run.dead_lettered").payload["claims"] == 3
+
+
+def test_committing_progress_resets_the_crash_counter(submitted_run, settings):
+    settings.RUN_MAX_CLAIMS = 1
+    services.run_advance(run_id=str(submitted_run.pk), worker="w1")
+    run = Run.objects.get(pk=submitted_run.pk)
+    assert run.status == Run.Status.SUCCEEDED and run.claims_since_progress == 0
