@@ -25,11 +25,6 @@ _ENV_CALL = re.compile(r"""\benv(?:\.[a-z_]+)?\(\s*["']([A-Z][A-Z0-9_]*)["']""")
 _SECRET_CALL = re.compile(r"""\bsecret\(\s*["']([A-Z][A-Z0-9_]*)["']""")
 _OS_ENVIRON = re.compile(r"""\bos\.(?:environ\.get\(|environ\[|getenv\()\s*["']([A-Z][A-Z0-9_]*)["']""")
 
-# The policy engine's issue reads OPA_URL (the address of the OPA server); until that
-# code lands this is the only name accepted without a reader in the source.
-EXPECTED_READERS_NOT_YET_IN_SOURCE = {"OPA_URL"}
-
-
 def _load_compose() -> dict:
     return yaml.safe_load(COMPOSE_FILE.read_text())
 
@@ -82,7 +77,7 @@ def _allowed_env_names() -> set[str]:
     settings_names = _names_read(sorted((ROOT / "controlplane" / "settings").glob("*.py")))
     policy_names = _names_read(sorted((ROOT / "policy").glob("**/*.py")))
     opa_names = {name for name in settings_names | policy_names if name.startswith("OPA_")}
-    return settings_names | opa_names | _otel_names() | EXPECTED_READERS_NOT_YET_IN_SOURCE
+    return settings_names | opa_names | _otel_names()
 
 
 def test_settings_scan_finds_the_core_names():
