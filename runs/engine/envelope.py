@@ -3,7 +3,6 @@
 The original input always travels unchanged; step results travel by reference when large.
 """
 
-import json
 from typing import Any
 
 from django.conf import settings
@@ -131,6 +130,3 @@ def resolve(value: Any) -> Any:
         return Payload.objects.get(pk=value["$ref"]).content
     return value
 
-
-def size_of(value: Any) -> int:
-    return len(json.dumps(value, default=str))

@@ -15,6 +15,7 @@ from controlplane.canonical import digest
 from controlplane.models import AuditEvent
 from policy.services import Decision, decision_input, policy_decide
 from registry.expressions import EvaluationError, ExpressionError, is_true, parse
+from registry.models import Agent
 
 from .. import providers, tools
 from ..models import Effect, PendingAction, Run
@@ -285,8 +286,6 @@ def execute_tool_step(
 
 
 def _tool_decision(run, released, step, spec, agent_slug, args, facts, now) -> Decision:
-    from registry.models import Agent
-
     agent = Agent.objects.filter(slug=agent_slug).first()
     document = decision_input(
         "tool.call",
