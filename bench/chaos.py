@@ -67,6 +67,7 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--kills", type=int, default=50)
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--seed", type=int, default=None)
+    parser.add_argument("--max-active", type=int, default=8, help="runs queued or running at once")
     parser.add_argument(
         "--refused-share", type=float, default=0.2, help="share of runs whose charge is refused (saga)"
     )
@@ -130,7 +131,7 @@ def main() -> int:
             runs=args.runs,
             kills=args.kills,
             workers=args.workers,
-            max_active=8,
+            max_active=args.max_active,
             refused_share=args.refused_share,
             redis_restart=not args.no_redis_restart,
             lease_s=LEASE_S,

@@ -128,6 +128,22 @@ def policy_decide(
 ) -> Decision:
     """Evaluate and log the decision in the current transaction."""
     decision = policy_evaluate(point, document, bundle=bundle, engine=engine)
+    return policy_record(
+        point, document, decision, bundle=bundle, actor=actor, trace_id=trace_id, run_id=run_id
+    )
+
+
+def policy_record(
+    point: str,
+    document: dict,
+    decision: Decision,
+    *,
+    bundle: PolicyBundle,
+    actor: Any = "",
+    trace_id: str = "",
+    run_id: Any = "",
+) -> Decision:
+    """Log a decision evaluated earlier, inside the transaction of the action it governs."""
     row = PolicyDecision.objects.create(
         decision_point=point,
         input_version=INPUT_VERSION,

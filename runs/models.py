@@ -70,7 +70,7 @@ class Run(models.Model):
     requested_by = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.PROTECT, related_name="runs")
     idempotency_key = models.CharField(max_length=200, blank=True, default="")
     request_digest = models.CharField(max_length=64, help_text="Digest of the submitted body.")
-    lease_owner = models.CharField(max_length=64, blank=True, default="")
+    lease_owner = models.CharField(max_length=255, blank=True, default="")
     lease_expires_at = models.DateTimeField(null=True, blank=True)
     created_at = models.DateTimeField(db_default=Now())
     updated_at = models.DateTimeField(db_default=Now())

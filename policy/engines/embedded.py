@@ -57,8 +57,10 @@ class EmbeddedEngine:
             return cache[bundle.digest]
         interpreter = Interpreter()
         try:
+            # Test modules are for `policy_test`; leaving them out halves the decision time.
             for name, source in sorted(bundle.modules.items()):
-                interpreter.add_module(name, source)
+                if not name.endswith("_test.rego"):
+                    interpreter.add_module(name, source)
             interpreter.add_data(bundle.data)
             compiled = interpreter.build(None, ENTRYPOINTS)
         except RegoError as error:

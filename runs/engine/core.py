@@ -7,6 +7,7 @@ the retried step reconcile instead of repeating a side effect.
 """
 
 import logging
+from collections.abc import Callable
 from typing import Any
 
 from django.conf import settings
@@ -16,7 +17,7 @@ from django.db.models.functions import Now
 from controlplane.audit import record
 from controlplane.canonical import digest
 from controlplane.dbtime import database_now, database_now_plus
-from policy.services import decision_input, policy_decide
+from policy.services import Decision, decision_input, policy_evaluate, policy_record
 from registry.workflow_definitions import END, FAIL, HUMAN
 
 from .. import tools
@@ -68,17 +69,31 @@ def execute_released_step(run: Run, lease_token: str, enqueue) -> bool:
     if not next_state:
         return _fail(run, lease_token, state, f"forbidden transition: {why}", enqueue)
     spent = _add(run.spent, outcome.spent)
+    log_decision = None
     if next_state not in (END, FAIL, HUMAN):
-        decision = _transition_decision(run, released, state, next_state, allowed, spent)
+        decision, log_decision = _transition_decision(run, released, state, next_state, allowed, spent)
         if not decision.allow:
+            reasons = "; ".join(decision.reasons)
             return _fail(
                 run,
                 lease_token,
                 state,
-                f"transition {state} -> {next_state} denied: {'; '.join(decision.reasons)}",
+                f"transition {state} -> {next_state} denied: {reasons}",
                 enqueue,
+                log_decision=log_decision,
             )
-    return _commit_step(run, lease_token, state, outcome, next_state, why, spent, started_at, enqueue)
+    return _commit_step(
+        run,
+        lease_token,
+        state,
+        outcome,
+        next_state,
+        why,
+        spent,
+        started_at,
+        enqueue,
+        log_decision=log_decision,
+    )
 
 
 def _execute(run: Run, released: ReleasedWorkflow, step: dict, results: dict, now: float) -> StepOutcome:
@@ -106,7 +121,8 @@ def _add(spent: dict, increments: dict) -> dict:
 
 def _transition_decision(
     run: Run, released: ReleasedWorkflow, state: str, next_state: str, allowed: list[str], spent: dict
-):
+) -> tuple[Decision, Callable[[], Decision]]:
+    """The decision, and how to log it: in the transaction that commits or fails the move."""
     document = decision_input(
         "step.transition",
         run={
@@ -118,9 +134,11 @@ def _transition_decision(
         to=next_state,
         allowed_next=allowed,
     )
-    return policy_decide(
+    decision = policy_evaluate("step.transition", document, bundle=released.policy)
+    return decision, lambda: policy_record(
         "step.transition",
         document,
+        decision,
         bundle=released.policy,
         actor=WORKER,
         trace_id=run.trace_id,
@@ -137,11 +155,15 @@ def _audit(run: Run) -> dict:
     return {"trace_id": run.trace_id, "run_id": run.pk, "release_id": run.release_id}
 
 
-def _commit_step(run, lease_token, state, outcome, next_state, why, spent, started_at, enqueue) -> bool:
+def _commit_step(
+    run, lease_token, state, outcome, next_state, why, spent, started_at, enqueue, log_decision=None
+) -> bool:
     with transaction.atomic():
         locked = _locked(run, lease_token)
         if locked is None:
-            return False  # the lease expired meanwhile; another worker owns the run now
+            return False
+        if log_decision:
+            log_decision()  # the lease expired meanwhile; another worker owns the run now
         sequence = locked.checkpoints.count() + 1
         StepCheckpoint.objects.create(
             run=locked,
@@ -321,13 +343,15 @@ def _committed_effects(run: Run) -> list[Effect]:
     return list(Effect.objects.filter(run=run, status=Effect.Status.COMMITTED).order_by("-created_at", "-pk"))
 
 
-def _fail(run: Run, lease_token: str, state: str, error: str, enqueue: Any) -> bool:
+def _fail(run: Run, lease_token: str, state: str, error: str, enqueue: Any, log_decision=None) -> bool:
     """Fail closed. Completed side effects are compensated in reverse order (saga) first."""
     effects = _committed_effects(run)
     with transaction.atomic():
         locked = _locked(run, lease_token)
         if locked is None:
             return False
+        if log_decision:
+            log_decision()
         locked.error, locked.updated_at = error, Now()
         locked.status = Run.Status.COMPENSATING if effects else Run.Status.FAILED
         if not effects:

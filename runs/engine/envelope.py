@@ -129,4 +129,3 @@ def resolve(value: Any) -> Any:
     if isinstance(value, dict) and set(value) == {"$ref", "size"}:
         return Payload.objects.get(pk=value["$ref"]).content
     return value
-

@@ -4,15 +4,17 @@ from django.db import migrations, models
 
 
 class Migration(migrations.Migration):
-
     dependencies = [
-        ('runs', '0003_release_index'),
+        ("runs", "0003_release_index"),
     ]
 
     operations = [
         migrations.AddField(
-            model_name='run',
-            name='claims_since_progress',
-            field=models.PositiveSmallIntegerField(default=0, help_text='Leases taken since a worker last committed anything: a crash loop detector.'),
+            model_name="run",
+            name="claims_since_progress",
+            field=models.PositiveSmallIntegerField(
+                default=0,
+                help_text="Leases taken since a worker last committed anything: a crash loop detector.",
+            ),
         ),
     ]

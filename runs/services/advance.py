@@ -34,7 +34,8 @@ RESUMABLE_STATUSES = (*Run.ACTIVE_STATUSES, Run.Status.COMPENSATING)
 
 def run_advance(*, run_id: str, worker: str) -> None:
     """Execute the run's next steps while this worker holds its lease, one commit per step."""
-    lease_token = f"{worker}:{uuid.uuid4().hex[:12]}"
+    # Unique per claim; the worker's name (a hostname can be long) only helps a reader.
+    lease_token = f"{worker[:200]}:{uuid.uuid4().hex[:12]}"
     if not _claim_lease(run_id, lease_token):
         logger.info("run %s is finished or leased to another worker; nothing to do", run_id)
         return

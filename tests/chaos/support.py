@@ -478,7 +478,10 @@ class ChaosReport:
 
     def lines(self) -> list[str]:
         points = ", ".join(f"{point} {n}" for point, n in sorted(self.kill_points.items()))
-        drain = f"{self.drain_s:.1f} s" if self.drain_s is not None else "did not drain"
+        if self.drain_s is not None:
+            drain = f"{self.drain_s:.1f} s"
+        else:
+            drain = "- (no kill)" if not self.kills else "did not drain"
         return [
             f"runs submitted                    {self.submitted} of {self.runs}",
             f"runs succeeded                    {self.succeeded}",
@@ -533,6 +536,7 @@ class Chaos:
         self.target_until = 0.0
         self.progress: dict[str, tuple | None] = {}  # run id -> (status, state, last lease owner)
         self.moved_at: dict[str, float] = {}
+        self.slow: set[str] = set()  # runs reported as waiting long
         self.longest_wait: tuple[float, str] = (0.0, "-")
 
     # The loop
@@ -659,6 +663,15 @@ class Chaos:
         waited = now - self.moved_at[run_id]
         if waited > self.longest_wait[0]:
             self.longest_wait = (waited, state)
+        # Longer than a lease, a sweep and a worker start: say why, once per run.
+        if waited > self.plan.lease_s + self.plan.sweep_interval_s + 6 and run_id not in self.slow:
+            self.slow.add(run_id)
+            run = Run.objects.filter(pk=run_id).values("status", "lease_owner", "lease_expires_at").first()
+            ready = sum(worker.ready() for worker in self.workers)
+            self.log(
+                f"{now - self.started:6.1f} s  run {run_id} waits {waited:.1f} s at {state} "
+                f"({run}); {ready} workers ready"
+            )
 
     # Workers
 

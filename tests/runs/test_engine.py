@@ -172,3 +172,10 @@ def test_committing_progress_resets_the_crash_counter(submitted_run, settings):
     services.run_advance(run_id=str(submitted_run.pk), worker="w1")
     run = Run.objects.get(pk=submitted_run.pk)
     assert run.status == Run.Status.SUCCEEDED and run.claims_since_progress == 0
+
+
+def test_workers_with_long_host_names_can_take_runs(submitted_run):
+    services.run_advance(
+        run_id=str(submitted_run.pk), worker="celery@ip-10-0-12-34.eu-west-1.compute.internal:12345"
+    )
+    assert Run.objects.get(pk=submitted_run.pk).status == Run.Status.SUCCEEDED
