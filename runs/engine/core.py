@@ -93,6 +93,7 @@ def execute_released_step(run: Run, lease_token: str, enqueue) -> bool:
         started_at,
         enqueue,
         log_decision=log_decision,
+        sequence=len(results) + 1,
     )
 
 
@@ -156,7 +157,17 @@ def _audit(run: Run) -> dict:
 
 
 def _commit_step(
-    run, lease_token, state, outcome, next_state, why, spent, started_at, enqueue, log_decision=None
+    run,
+    lease_token,
+    state,
+    outcome,
+    next_state,
+    why,
+    spent,
+    started_at,
+    enqueue,
+    log_decision=None,
+    sequence=1,
 ) -> bool:
     with transaction.atomic():
         locked = _locked(run, lease_token)
@@ -164,7 +175,6 @@ def _commit_step(
             return False
         if log_decision:
             log_decision()  # the lease expired meanwhile; another worker owns the run now
-        sequence = locked.checkpoints.count() + 1
         StepCheckpoint.objects.create(
             run=locked,
             sequence=sequence,
