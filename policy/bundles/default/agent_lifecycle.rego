@@ -8,14 +8,12 @@ import rego.v1
 
 import data.baton.lib
 
-# Entrypoint baton/agent_lifecycle/decision (the default answers when there is no input).
+# Entrypoint baton/agent_lifecycle/decision; the default answers when there is no input.
 default decision := {"allow": false, "require_approval": false, "reasons": ["no input document"]}
 
 decision := decide(input)
 
-decide(inp) := lib.decision(granted(inp), denials) if {
-	denials := {msg | some check in deny_checks; msg := deny(check, inp)}
-}
+decide(inp) := lib.allowed if granted(inp) else := lib.refused(denials(inp))
 
 # --- Settings (data.baton.lifecycle) ---------------------------------------------------------
 
@@ -25,97 +23,94 @@ actor_roles := data.baton.lifecycle.actor_roles
 
 statuses := {"draft", "active", "deprecated", "retired"}
 
-# What an agent needs before it may become active, and how a refusal names its lack.
-readiness := {"has_owner": "no owner", "has_runbook": "no runbook", "has_slos": "no SLOs"}
-
 # --- The positive rule -----------------------------------------------------------------------
 
 granted(inp) := true if {
-	lib.envelope_ok(inp, "agent.lifecycle")
-	lib.non_empty(inp.actor.username)
-	actor_may_manage(inp)
-	is_string(inp.agent.slug)
-	inp.to in statuses
-	not leaves_retirement(inp)
-	count(missing_readiness(inp)) == 0
+	actor := inp.actor
+	lib.non_empty(actor.username)
+	may_manage(actor)
+	agent := inp.agent
+	is_string(agent.slug)
+	to := inp.to
+	statuses[to]
+	not leaves_retirement(agent, to)
+	ready(agent, to)
 	not retired_without_reason(inp)
 } else := false
 
-required_paths := {
-	["agent", "slug"],
-	["agent", "status"],
-	["to"],
-	["actor", "username"],
-	["actor", "roles"],
-} | lib.envelope_paths
-
-actor_may_manage(inp) if {
-	some role in inp.actor.roles
+may_manage(actor) if {
+	some role in actor.roles
 	role in actor_roles
 }
 
-leaves_retirement(inp) if {
-	inp.agent.status == "retired"
-	inp.to != "retired"
+leaves_retirement(agent, to) if {
+	agent.status == "retired"
+	not to == "retired"
 }
 
-# The readiness facts an agent lacks to become active (none for any other status).
-missing_readiness(inp) := {fact |
-	inp.to == "active"
-	some fact in object.keys(readiness)
-	lib.get(inp, ["agent", fact], false) != true
+# To become active, an agent needs an owner, a runbook and SLOs; any other status needs none.
+ready(_, to) if not to == "active"
+
+ready(agent, to) if {
+	to == "active"
+	agent.has_owner == true
+	agent.has_runbook == true
+	agent.has_slos == true
 }
 
 retired_without_reason(inp) if {
 	inp.to == "retired"
-	not lib.non_empty(lib.get(inp, ["reason"], ""))
+	not lib.non_empty(inp.reason)
 }
 
-# --- Deny checks -----------------------------------------------------------------------------
+# --- Deny checks: each answers its reasons, [] when it does not fire -------------------------
 
-deny_checks := [
-	"incomplete_input",
-	"wrong_decision_point",
-	"unsupported_version",
-	"actor_role",
-	"unknown_status",
-	"leaves_retirement",
-	"not_ready",
-	"no_reason",
+denials(inp) := [reason |
+	some reasons in [
+		actor_role(inp),
+		unknown_status(inp),
+		leaves_retired_status(inp),
+		not_ready(inp),
+		no_reason(inp),
+	]
+	some reason in reasons
 ]
 
-deny("incomplete_input", inp) := lib.incomplete(inp, required_paths)
+actor_role(inp) := [concat("", [
+	"actor ", actor.username, " needs role ", concat(" or ", actor_roles), " to change an agent's lifecycle",
+])] if {
+	actor := inp.actor
+	not may_manage(actor)
+} else := []
 
-deny("wrong_decision_point", inp) := lib.wrong_point_reason(inp, "agent.lifecycle")
+unknown_status(inp) := [concat("", [
+	"unknown status ", to, ": one of ", concat(", ", lib.sorted(statuses)),
+])] if {
+	to := inp.to
+	not statuses[to]
+} else := []
 
-deny("unsupported_version", inp) := lib.version_reason(inp)
+leaves_retired_status(inp) := [concat("", [
+	"agent ", agent.slug, " is retired and cannot become ", inp.to,
+])] if {
+	agent := inp.agent
+	leaves_retirement(agent, inp.to)
+} else := []
 
-deny("actor_role", inp) := msg if {
-	lib.has_path(inp, ["actor", "roles"])
-	not actor_may_manage(inp)
-	roles := lib.join(" or ", actor_roles)
-	what := " to change an agent's lifecycle"
-	msg := lib.message(["actor ", inp.actor.username, " needs role ", roles, what])
-}
+# What an agent needs to become active, and how a refusal names its lack, in this order.
+readiness := [
+	{"fact": "has_owner", "lack": "no owner"},
+	{"fact": "has_runbook", "lack": "no runbook"},
+	{"fact": "has_slos", "lack": "no SLOs"},
+]
 
-deny("unknown_status", inp) := msg if {
-	lib.has_path(inp, ["to"])
-	not inp.to in statuses
-	msg := lib.message(["unknown status ", inp.to, ": one of ", lib.join(", ", lib.sorted(statuses))])
-}
+not_ready(inp) := [concat("", ["agent ", agent.slug, " cannot become active: ", concat(", ", lacking)])] if {
+	inp.to == "active"
+	agent := inp.agent
+	lacking := [need.lack | some need in readiness; not agent[need.fact] == true]
+	not lacking == []
+} else := []
 
-deny("leaves_retirement", inp) := msg if {
-	leaves_retirement(inp)
-	msg := lib.message(["agent ", inp.agent.slug, " is retired and cannot become ", inp.to])
-}
-
-deny("not_ready", inp) := msg if {
-	lacking := [readiness[fact] | some fact in lib.sorted(missing_readiness(inp))]
-	count(lacking) > 0
-	msg := lib.message(["agent ", inp.agent.slug, " cannot become active: ", lib.join(", ", lacking)])
-}
-
-deny("no_reason", inp) := msg if {
+no_reason(inp) := [concat("", ["retiring agent ", inp.agent.slug, " needs a reason"])] if {
 	retired_without_reason(inp)
-	msg := lib.message(["retiring agent ", inp.agent.slug, " needs a reason"])
-}
+} else := []

@@ -9,102 +9,86 @@ import rego.v1
 
 import data.baton.lib
 
-# Entrypoint baton/approval_decide/decision (the default answers when there is no input).
+# Entrypoint baton/approval_decide/decision; the default answers when there is no input.
 default decision := {"allow": false, "require_approval": false, "reasons": ["no input document"]}
 
 decision := decide(input)
 
-decide(inp) := lib.decision(granted(inp), denials) if {
-	denials := {msg | some check in deny_checks; msg := deny(check, inp)}
-}
+decide(inp) := lib.allowed if granted(inp) else := lib.refused(denials(inp))
 
 granted(inp) := true if {
-	lib.envelope_ok(inp, "approval.decide")
-	lib.non_empty(inp.reviewer.username)
-	inp.decision in {"approve", "reject"}
-	is_string(inp.request.requested_by)
-	inp.reviewer.username != inp.request.requested_by
-	is_string(inp.request.agent)
-	not is_the_agent(inp)
-	inp.request.approver_group in inp.reviewer.groups
-	lib.clearance_covers(clearance(inp), sensitivity(inp))
+	reviewer := inp.reviewer
+	request := inp.request
+	name := reviewer.username
+	lib.non_empty(name)
+	known_decision(inp.decision)
+	requester := request.requested_by
+	is_string(requester)
+	not name == requester
+	agent := request.agent
+	is_string(agent)
+	not is_the_agent(name, agent)
+	request.approver_group in reviewer.groups
+	lib.clearance_covers(clearance(reviewer), sensitivity(request))
 } else := false
 
-required_paths := {
-	["reviewer", "username"],
-	["reviewer", "groups"],
-	["request", "requested_by"],
-	["request", "agent"],
-	["request", "approver_group"],
-	["decision"],
-} | lib.envelope_paths
+known_decision(verdict) if verdict == "approve"
+
+known_decision(verdict) if verdict == "reject"
 
 # An agent acts under its own service identity, "agent.<slug>".
-is_the_agent(inp) if inp.reviewer.username == inp.request.agent
+is_the_agent(name, agent) if name == agent
 
-is_the_agent(inp) if {
-	is_string(inp.request.agent)
-	inp.reviewer.username == concat("", ["agent.", inp.request.agent])
-}
+is_the_agent(name, agent) if name == concat("", ["agent.", agent])
 
 # A reviewer without a recorded clearance is cleared for internal data, the default
 # classification; a request without a sensitivity is taken to hold internal data too.
-clearance(inp) := lib.get(inp, ["reviewer", "clearance"], "internal")
+clearance(reviewer) := level if {
+	level := reviewer.clearance
+} else := "internal"
 
-sensitivity(inp) := lib.get(inp, ["request", "sensitivity"], "internal")
+sensitivity(request) := level if {
+	level := request.sensitivity
+} else := "internal"
 
-deny_checks := [
-	"incomplete_input",
-	"wrong_decision_point",
-	"unsupported_version",
-	"unknown_decision",
-	"requester_decides",
-	"agent_decides",
-	"not_in_approver_group",
-	"clearance_too_low",
+# --- Deny checks: each answers its reasons, [] when it does not fire -------------------------
+
+denials(inp) := [reason |
+	some reasons in [
+		unknown_decision(inp),
+		requester_decides(inp),
+		agent_decides(inp),
+		not_in_approver_group(inp),
+		clearance_too_low(inp),
+	]
+	some reason in reasons
 ]
 
-deny("incomplete_input", inp) := lib.incomplete(inp, required_paths)
+unknown_decision(inp) := ["the decision must be approve or reject"] if {
+	not known_decision(inp.decision)
+} else := []
 
-deny("wrong_decision_point", inp) := lib.wrong_point_reason(inp, "approval.decide")
-
-deny("unsupported_version", inp) := lib.version_reason(inp)
-
-deny("unknown_decision", inp) := "the decision must be approve or reject" if {
-	lib.has_path(inp, ["decision"])
-	not inp.decision in {"approve", "reject"}
-}
-
-deny("requester_decides", inp) := msg if {
+requester_decides(inp) := [concat("", ["requester cannot ", inp.decision, " their own request"])] if {
 	inp.reviewer.username == inp.request.requested_by
-	msg := lib.message(["requester cannot ", inp.decision, " their own request"])
-}
+} else := []
 
-deny("agent_decides", inp) := msg if {
-	is_the_agent(inp)
-	msg := lib.message(["the agent cannot ", inp.decision, " its own action"])
-}
+agent_decides(inp) := [concat("", ["the agent cannot ", inp.decision, " its own action"])] if {
+	is_the_agent(inp.reviewer.username, inp.request.agent)
+} else := []
 
-deny("not_in_approver_group", inp) := msg if {
-	is_array(inp.reviewer.groups)
-	not inp.request.approver_group in inp.reviewer.groups
-	msg := lib.message([
-		"reviewer ",
-		inp.reviewer.username,
-		" is not in the approver group ",
-		inp.request.approver_group,
-	])
-}
+not_in_approver_group(inp) := [concat("", [
+	"reviewer ", inp.reviewer.username, " is not in the approver group ", group,
+])] if {
+	group := inp.request.approver_group
+	groups := inp.reviewer.groups
+	not group in groups
+} else := []
 
-deny("clearance_too_low", inp) := msg if {
-	not lib.clearance_covers(clearance(inp), sensitivity(inp))
-	msg := lib.message([
-		"reviewer ",
-		inp.reviewer.username,
-		" is cleared for ",
-		clearance(inp),
-		" data, and the request holds ",
-		sensitivity(inp),
-		" data",
-	])
-}
+clearance_too_low(inp) := [concat("", [
+	"reviewer ", inp.reviewer.username, " is cleared for ", level,
+	" data, and the request holds ", held, " data",
+])] if {
+	level := clearance(inp.reviewer)
+	held := sensitivity(inp.request)
+	not lib.clearance_covers(level, held)
+} else := []

@@ -9,14 +9,12 @@ import rego.v1
 
 import data.baton.lib
 
-# Entrypoint baton/release_promote/decision (the default answers when there is no input).
+# Entrypoint baton/release_promote/decision; the default answers when there is no input.
 default decision := {"allow": false, "require_approval": false, "reasons": ["no input document"]}
 
 decision := decide(input)
 
-decide(inp) := lib.decision(granted(inp), denials) if {
-	denials := {msg | some check in deny_checks; msg := deny(check, inp)}
-}
+decide(inp) := lib.allowed if granted(inp) else := lib.refused(denials(inp))
 
 # --- Settings (data.baton.release) -----------------------------------------------------------
 
@@ -35,110 +33,103 @@ promoter_roles := data.baton.release.promoter_roles
 # --- The positive rule -----------------------------------------------------------------------
 
 granted(inp) := true if {
-	lib.envelope_ok(inp, "release.promote")
-	lib.non_empty(inp.actor.username)
-	actor_may_promote(inp)
-	retired_agents(inp) == []
-	gates_pass(inp)
+	actor := inp.actor
+	lib.non_empty(actor.username)
+	may_promote(actor)
+	release := inp.release
+	retired_agents(release) == []
+	gates_pass(release, inp.channel)
 } else := false
 
-# An ungated channel (staging) only keeps retired agents out.
-gates_pass(inp) if inp.channel.gated == false
-
-gates_pass(inp) if {
-	inp.channel.gated == true
-	is_array(inp.release.evaluations)
-	count(inp.release.evaluations) > 0
-	every evaluation in inp.release.evaluations {
-		passes(evaluation, min_score(inp))
-	}
-	count(independent_signoffs(inp)) >= required_signoffs
-}
-
-required_paths := {
-	["release", "id"],
-	["release", "author"],
-	["release", "evaluations"],
-	["release", "signoffs"],
-	["channel", "name"],
-	["channel", "gated"],
-	["actor", "username"],
-	["actor", "roles"],
-} | lib.envelope_paths
-
-actor_may_promote(inp) if {
-	some role in inp.actor.roles
+may_promote(actor) if {
+	some role in actor.roles
 	role in promoter_roles
 }
 
-# The release's own threshold (from its workflow definition) when it has one.
-min_score(inp) := inp.release.min_score if is_number(inp.release.min_score) else := default_min_score
+# An ungated channel (staging) only keeps retired agents out.
+gates_pass(_, channel) if channel.gated == false
 
-passes(evaluation, threshold) if {
-	is_number(evaluation.score)
-	evaluation.score >= threshold
+gates_pass(release, channel) if {
+	channel.gated == true
+	evaluations := release.evaluations
+	is_array(evaluations)
+	not evaluations == []
+	threshold := min_score(release)
+	every evaluation in evaluations {
+		passes(evaluation, threshold)
+	}
+	is_string(release.author)
+	count(independent_signoffs(release)) >= required_signoffs
 }
+
+# The release's own threshold (from its workflow definition) when it has one.
+min_score(release) := score if {
+	score := release.min_score
+	is_number(score)
+} else := default_min_score
+
+passes(evaluation, threshold) if evaluation.score - threshold >= 0
 
 # Distinct, named people other than the author.
-independent_signoffs(inp) := {person |
-	some person in inp.release.signoffs
+independent_signoffs(release) := {person |
+	author := release.author
+	some person in release.signoffs
 	lib.non_empty(person)
-	person != inp.release.author
+	not person == author
 }
 
-retired_agents(inp) := lib.get(inp, ["release", "retired_agents"], [])
+retired_agents(release) := agents if {
+	agents := release.retired_agents
+} else := []
 
-# --- Deny checks -----------------------------------------------------------------------------
+# --- Deny checks: each answers its reasons, [] when it does not fire -------------------------
 
-deny_checks := [
-	"incomplete_input",
-	"wrong_decision_point",
-	"unsupported_version",
-	"actor_role",
-	"retired_agents",
-	"no_evaluations",
-	"low_scores",
-	"signoffs",
+denials(inp) := [reason |
+	some reasons in [
+		actor_role(inp),
+		uses_retired_agents(inp),
+		no_evaluations(inp),
+		low_scores(inp),
+		too_few_signoffs(inp),
+	]
+	some reason in reasons
 ]
 
-deny("incomplete_input", inp) := lib.incomplete(inp, required_paths)
+actor_role(inp) := [concat("", [
+	"actor ", actor.username, " needs role ", concat(" or ", promoter_roles), " to promote a release",
+])] if {
+	actor := inp.actor
+	not may_promote(actor)
+} else := []
 
-deny("wrong_decision_point", inp) := lib.wrong_point_reason(inp, "release.promote")
+uses_retired_agents(inp) := [concat("", ["uses retired agents: ", concat(", ", sort(agents))])] if {
+	agents := retired_agents(inp.release)
+	not agents == []
+} else := []
 
-deny("unsupported_version", inp) := lib.version_reason(inp)
-
-deny("actor_role", inp) := msg if {
-	lib.has_path(inp, ["actor", "roles"])
-	not actor_may_promote(inp)
-	roles := lib.join(" or ", promoter_roles)
-	msg := lib.message(["actor ", inp.actor.username, " needs role ", roles, " to promote a release"])
-}
-
-deny("retired_agents", inp) := msg if {
-	is_array(retired_agents(inp))
-	count(retired_agents(inp)) > 0
-	msg := lib.message(["uses retired agents: ", lib.join(", ", lib.sorted(retired_agents(inp)))])
-}
-
-deny("no_evaluations", inp) := "no evaluation results are attached" if {
+no_evaluations(inp) := ["no evaluation results are attached"] if {
 	inp.channel.gated == true
 	inp.release.evaluations == []
-}
+} else := []
 
-deny("low_scores", inp) := msg if {
+low_scores(inp) := [concat("", [
+	sprintf("evaluations below %v: ", [threshold]), concat(", ", lib.sorted(failing)),
+])] if {
 	inp.channel.gated == true
-	failing := {suite |
-		some evaluation in inp.release.evaluations
-		not passes(evaluation, min_score(inp))
-		suite := lib.get(evaluation, ["suite"], "(unnamed suite)")
+	release := inp.release
+	threshold := min_score(release)
+	failing := {lib.get(evaluation, "suite", "(unnamed suite)") |
+		some evaluation in release.evaluations
+		not passes(evaluation, threshold)
 	}
-	count(failing) > 0
-	msg := lib.message(["evaluations below ", min_score(inp), ": ", lib.join(", ", lib.sorted(failing))])
-}
+	not failing == set()
+} else := []
 
-deny("signoffs", inp) := msg if {
+too_few_signoffs(inp) := [sprintf(
+	"%v of %v sign-offs by people other than the author",
+	[signers, required_signoffs],
+)] if {
 	inp.channel.gated == true
-	signers := count(independent_signoffs(inp))
+	signers := count(independent_signoffs(inp.release))
 	signers < required_signoffs
-	msg := lib.message([signers, " of ", required_signoffs, " sign-offs by people other than the author"])
-}
+} else := []

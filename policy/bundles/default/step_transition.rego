@@ -8,49 +8,38 @@ import rego.v1
 
 import data.baton.lib
 
-# Entrypoint baton/step_transition/decision (the default answers when there is no input).
+# Entrypoint baton/step_transition/decision; the default answers when there is no input.
 default decision := {"allow": false, "require_approval": false, "reasons": ["no input document"]}
 
 decision := decide(input)
 
-decide(inp) := lib.decision(granted(inp), denials) if {
-	denials := {msg | some check in deny_checks; msg := deny(check, inp)}
-}
+decide(inp) := lib.allowed if granted(inp) else := lib.refused(denials(inp))
 
 granted(inp) := true if {
-	lib.envelope_ok(inp, "step.transition")
 	is_string(inp.from)
-	is_array(inp.allowed_next)
-	inp.to in inp.allowed_next
+	next := inp.allowed_next
+	is_array(next)
+	inp.to in next
 	lib.within_limits(inp.run)
 } else := false
 
-required_paths := {["from"], ["to"], ["allowed_next"]} | lib.run_paths | lib.envelope_paths
+# --- Deny checks: each answers its reasons, [] when it does not fire -------------------------
 
-deny_checks := [
-	"incomplete_input",
-	"wrong_decision_point",
-	"unsupported_version",
-	"not_in_workflow",
-	"hop_limit",
-	"budget",
-	"deadline",
-]
+# A transition without a run has no check to explain its refusal.
+denials(inp) := [reason |
+	some reasons in [
+		not_in_workflow(inp),
+		lib.hop_limit_reached(run),
+		lib.budget_exceeded(run),
+		lib.deadline_passed(run),
+	]
+	some reason in reasons
+] if {
+	run := inp.run
+} else := []
 
-deny("incomplete_input", inp) := lib.incomplete(inp, required_paths)
-
-deny("wrong_decision_point", inp) := lib.wrong_point_reason(inp, "step.transition")
-
-deny("unsupported_version", inp) := lib.version_reason(inp)
-
-deny("not_in_workflow", inp) := msg if {
-	is_array(inp.allowed_next)
-	not inp.to in inp.allowed_next
-	msg := lib.message(["transition ", inp.from, " -> ", inp.to, " is not in the workflow"])
-}
-
-deny("hop_limit", inp) := lib.hop_limit_reason(inp.run)
-
-deny("budget", inp) := lib.budget_reason(inp.run)
-
-deny("deadline", inp) := lib.deadline_reason(inp.run)
+not_in_workflow(inp) := [concat("", ["transition ", inp.from, " -> ", to, " is not in the workflow"])] if {
+	to := inp.to
+	next := inp.allowed_next
+	not to in next
+} else := []

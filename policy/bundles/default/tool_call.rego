@@ -9,16 +9,18 @@ import rego.v1
 
 import data.baton.lib
 
-# Entrypoint baton/tool_call/decision. decide() answers for any object, however incomplete;
-# the default answers when there is no input document at all.
+# Entrypoint baton/tool_call/decision; the default answers when there is no input at all.
 default decision := {"allow": false, "require_approval": false, "reasons": ["no input document"]}
 
 decision := decide(input)
 
-decide(inp) := lib.approval_decision(granted(inp), denials, approvals, approvers(inp), quorum(inp)) if {
-	denials := {msg | some check in deny_checks; msg := deny(check, inp)}
-	approvals := {msg | some check in approval_checks; msg := approval(check, inp)}
-}
+# A granted call is allowed, with the approvals it needs. Any other call is refused with the
+# reasons of the deny checks that fire; each of them contradicts `granted`, so they only run
+# to explain a refusal.
+decide(inp) := with_approvals(approvals(inp.tool, facts), facts) if {
+	granted(inp)
+	facts := given_facts(inp)
+} else := lib.refused(denials(inp))
 
 # --- Settings (data.baton.approval), with their defaults -------------------------------------
 
@@ -48,123 +50,117 @@ high_value_quorum := data.baton.approval.high_value_quorum
 
 # --- The positive rule -----------------------------------------------------------------------
 
-# Every fact is present and says yes. The deny checks explain a refusal, but this rule alone
-# lets a call go ahead, so a fact that is missing (and a check that therefore cannot even
-# word its message) never lets one through.
+# Every fact it reads is present and says yes, so a missing or malformed fact never lets a
+# call through.
 granted(inp) := true if {
-	lib.envelope_ok(inp, "tool.call")
-	inp.agent.status == "active"
-	scope := inp.agent.allowed_tools[inp.tool.name]
-	lib.scope_covers(scope, inp.tool.side_effect)
-	not restricted_to_external(inp)
-	lib.within_limits(inp.run)
+	agent := inp.agent
+	tool := inp.tool
+	run := inp.run
+	agent.status == "active"
+	lib.scope_covers(agent.allowed_tools[tool.name], tool.side_effect)
+	not restricted_to_external(run, agent, tool)
+	lib.within_limits(run)
 } else := false
 
-required_paths := {
-	["agent", "slug"],
-	["agent", "status"],
-	["agent", "allowed_tools"],
-	["tool", "name"],
-	["tool", "side_effect"],
-} | lib.run_paths | lib.envelope_paths
-
-# --- Deny checks -----------------------------------------------------------------------------
-
-deny_checks := [
-	"incomplete_input",
-	"wrong_decision_point",
-	"unsupported_version",
-	"agent_not_active",
-	"tool_not_allowed",
-	"scope_too_narrow",
-	"restricted_data_to_external_tool",
-	"hop_limit",
-	"budget",
-	"deadline",
-]
-
-deny("incomplete_input", inp) := lib.incomplete(inp, required_paths)
-
-deny("wrong_decision_point", inp) := lib.wrong_point_reason(inp, "tool.call")
-
-deny("unsupported_version", inp) := lib.version_reason(inp)
-
-deny("agent_not_active", inp) := msg if {
-	inp.agent.status != "active"
-	msg := lib.message(["agent ", inp.agent.slug, " is not active (status ", inp.agent.status, ")"])
-}
-
-deny("tool_not_allowed", inp) := msg if {
-	is_object(inp.agent.allowed_tools)
-	not inp.tool.name in object.keys(inp.agent.allowed_tools)
-	msg := lib.message(["agent ", inp.agent.slug, " may not call ", inp.tool.name])
-}
-
-deny("scope_too_narrow", inp) := msg if {
-	scope := inp.agent.allowed_tools[inp.tool.name]
-	not lib.scope_covers(scope, inp.tool.side_effect)
-	msg := lib.message([
-		"agent ",
-		inp.agent.slug,
-		" has ",
-		scope,
-		" scope on ",
-		inp.tool.name,
-		", which needs ",
-		inp.tool.side_effect,
-	])
-}
-
-deny("restricted_data_to_external_tool", inp) := msg if {
-	restricted_to_external(inp)
-	msg := lib.message(["restricted data may not flow to external tool ", inp.tool.name])
-}
-
-deny("hop_limit", inp) := lib.hop_limit_reason(inp.run)
-
-deny("budget", inp) := lib.budget_reason(inp.run)
-
-deny("deadline", inp) := lib.deadline_reason(inp.run)
-
 # Restricted data, the run's or the agent's, must not reach a tool that sends it outside.
-restricted_to_external(inp) if {
-	inp.tool.external == true
-	restricted(inp)
+restricted_to_external(run, agent, tool) if {
+	tool.external == true
+	restricted(run, agent)
 }
 
-restricted(inp) if inp.run.sensitivity == "restricted"
+restricted(run, _) if run.sensitivity == "restricted"
 
-restricted(inp) if inp.agent.data_classification == "restricted"
+restricted(_, agent) if agent.data_classification == "restricted"
+
+# --- Deny checks: each answers its reasons, [] when it does not fire -------------------------
+
+# A call without a run, an agent and a tool has no check to explain its refusal.
+denials(inp) := [reason |
+	some reasons in [
+		agent_not_active(agent),
+		tool_not_allowed(agent, tool),
+		scope_too_narrow(agent, tool),
+		restricted_data_to_external_tool(run, agent, tool),
+		lib.hop_limit_reached(run),
+		lib.budget_exceeded(run),
+		lib.deadline_passed(run),
+	]
+	some reason in reasons
+] if {
+	run := inp.run
+	agent := inp.agent
+	tool := inp.tool
+} else := []
+
+agent_not_active(agent) := [concat("", ["agent ", agent.slug, " is not active (status ", status, ")"])] if {
+	status := agent.status
+	not status == "active"
+} else := []
+
+tool_not_allowed(agent, tool) := [concat("", ["agent ", agent.slug, " may not call ", tool.name])] if {
+	not agent.allowed_tools[tool.name]
+} else := []
+
+scope_too_narrow(agent, tool) := [concat("", [
+	"agent ", agent.slug, " has ", scope, " scope on ", tool.name, ", which needs ", tool.side_effect,
+])] if {
+	scope := agent.allowed_tools[tool.name]
+	not lib.scope_covers(scope, tool.side_effect)
+} else := []
+
+restricted_data_to_external_tool(run, agent, tool) := [concat("", [
+	"restricted data may not flow to external tool ", tool.name,
+])] if {
+	restricted_to_external(run, agent, tool)
+} else := []
 
 # --- Approval checks: allowed, but only once a human agrees ----------------------------------
 
-approval_checks := ["irreversible", "amount", "confidence"]
+# Facts are optional: a deterministic step has none.
+given_facts(inp) := facts if {
+	facts := inp.facts
+} else := {}
 
-approval("irreversible", inp) := lib.message([inp.tool.name, " is irreversible"]) if {
-	inp.tool.side_effect == "irreversible"
-}
+approvals(tool, facts) := [reason |
+	some reasons in [irreversible(tool), over_threshold(facts), low_confidence(facts)]
+	some reason in reasons
+]
 
-approval("amount", inp) := msg if {
-	amount := inp.facts.amount
+irreversible(tool) := [concat("", [tool.name, " is irreversible"])] if {
+	tool.side_effect == "irreversible"
+} else := []
+
+over_threshold(facts) := [sprintf(
+	"amount %v is over the approval threshold %v",
+	[amount, amount_threshold],
+)] if {
+	amount := facts.amount
 	is_number(amount)
 	amount > amount_threshold
-	msg := lib.message(["amount ", amount, " is over the approval threshold ", amount_threshold])
-}
+} else := []
 
-# Facts without a confidence (a deterministic step) need no approval for it.
-approval("confidence", inp) := msg if {
-	confidence := inp.facts.confidence
+low_confidence(facts) := [sprintf("confidence %v is below %v", [confidence, min_confidence])] if {
+	confidence := facts.confidence
 	is_number(confidence)
 	confidence < min_confidence
-	msg := lib.message(["confidence ", confidence, " is below ", min_confidence])
+} else := []
+
+# Approval is asked only of a call policy allows: no reviewer can approve what policy refuses.
+# A high-value call also needs the high-value group, and more than one approval.
+with_approvals(reasons, facts) := lib.allowed if {
+	reasons == []
+} else := approval_request(reasons, high_value_approvers, high_value_quorum) if {
+	amount := facts.amount
+	is_number(amount)
+	amount > high_value_amount
+} else := approval_request(reasons, [default_group], 1)
+
+approval_request(reasons, approvers, quorum) := {
+	"allow": true,
+	"require_approval": true,
+	"reasons": sort(reasons),
+	"approvers": approvers,
+	"quorum": quorum,
 }
 
-# A high-value action also needs the high-value group, and more than one approver.
-high_value(inp) if {
-	is_number(inp.facts.amount)
-	inp.facts.amount > high_value_amount
-}
-
-approvers(inp) := {default_group, high_value_group} if high_value(inp) else := {default_group}
-
-quorum(inp) := high_value_quorum if high_value(inp) else := 1
+high_value_approvers := lib.sorted({default_group, high_value_group})
