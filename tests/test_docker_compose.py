@@ -25,6 +25,7 @@ _ENV_CALL = re.compile(r"""\benv(?:\.[a-z_]+)?\(\s*["']([A-Z][A-Z0-9_]*)["']""")
 _SECRET_CALL = re.compile(r"""\bsecret\(\s*["']([A-Z][A-Z0-9_]*)["']""")
 _OS_ENVIRON = re.compile(r"""\bos\.(?:environ\.get\(|environ\[|getenv\()\s*["']([A-Z][A-Z0-9_]*)["']""")
 
+
 def _load_compose() -> dict:
     return yaml.safe_load(COMPOSE_FILE.read_text())
 
