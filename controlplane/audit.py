@@ -8,13 +8,12 @@ workers write at once (SQLite serialises writers by itself).
 
 import hashlib
 from dataclasses import dataclass
-from datetime import UTC
+from datetime import UTC, datetime
 from typing import Any
 
 from django.db import connection, models, transaction
 
 from .canonical import canonical_json, digest
-from .dbtime import database_now
 from .models import GENESIS_HASH, AuditEvent
 
 # Any constant works; it only has to be the same in every process that appends.
@@ -46,13 +45,14 @@ def record(
     else:
         ref = obj
     payload = payload or {}
-    with transaction.atomic():
+    # Inside a caller's transaction no savepoint is needed: a failed append fails the change it audits.
+    with transaction.atomic(savepoint=False):
         _lock_ledger()
-        head = AuditEvent.objects.order_by("-seq").values_list("seq", "hash").first()
-        seq, prev_hash = (head[0] + 1, head[1]) if head else (1, GENESIS_HASH)
+        head_seq, head_hash, now = _head_and_now()
+        seq, prev_hash = (head_seq + 1, head_hash) if head_seq is not None else (1, GENESIS_HASH)
         event = AuditEvent(
             seq=seq,
-            created_at=database_now(),
+            created_at=now,
             actor=str(actor),
             action=action,
             object_type=ref.type,
@@ -125,6 +125,24 @@ def _event_problem(event: AuditEvent, expected_seq: int, prev_hash: str) -> str:
     if chain_hash(prev_hash, event) != event.hash:
         return "event fields do not match its hash"
     return ""
+
+
+def _head_and_now() -> tuple[int | None, str | None, datetime]:
+    """The chain's head and the database clock, in one round trip (the head may not exist yet)."""
+    table = AuditEvent._meta.db_table
+    with connection.cursor() as cursor:
+        if connection.vendor == "postgresql":
+            cursor.execute(
+                f"SELECT h.seq, h.hash, clock_timestamp() FROM (SELECT 1) AS one LEFT JOIN "  # noqa: S608
+                f"(SELECT seq, hash FROM {table} ORDER BY seq DESC LIMIT 1) AS h ON true"
+            )
+            return cursor.fetchone()
+        cursor.execute(
+            f"SELECT h.seq, h.hash, strftime('%Y-%m-%dT%H:%M:%f', 'now') FROM (SELECT 1) AS one LEFT JOIN "  # noqa: S608
+            f"(SELECT seq, hash FROM {table} ORDER BY seq DESC LIMIT 1) AS h ON 1"
+        )
+        head_seq, head_hash, now = cursor.fetchone()
+        return head_seq, head_hash, datetime.fromisoformat(now).replace(tzinfo=UTC)
 
 
 def _lock_ledger() -> None:
