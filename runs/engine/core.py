@@ -70,7 +70,8 @@ def execute_released_step(run: Run, lease_token: str, enqueue) -> bool:
         return _fail(run, lease_token, state, f"forbidden transition: {why}", enqueue)
     spent = _add(run.spent, outcome.spent)
     log_decision = None
-    if next_state not in (END, FAIL, HUMAN):
+    # Ending counts as a move too: a last step over budget or past the deadline does not succeed.
+    if next_state not in (FAIL, HUMAN):
         decision, log_decision = _transition_decision(run, released, state, next_state, allowed, spent)
         if not decision.allow:
             reasons = "; ".join(decision.reasons)
@@ -128,7 +129,8 @@ def _transition_decision(
         "step.transition",
         run={
             **policy_run_document(run, released, database_now().timestamp()),
-            "hop_count": run.hop_count + 1,
+            # Handing over to the next state is a hop; ending is not.
+            "hop_count": run.hop_count + (0 if next_state == END else 1),
             "spent": spent,
         },
         **{"from": state},

@@ -31,7 +31,7 @@ SWEEP_INTERVAL_S = 1
 
 @pytest.fixture
 def tool_server():
-    server = SlowToolServer(max_delay_s=0.3).start()
+    server = SlowToolServer(max_delay_s=0.5).start()
     yield server
     server.stop()
 
@@ -44,7 +44,7 @@ def test_sigkilled_workers_lose_no_run_repeat_no_effect_and_strand_nothing(
     settings.RUN_SWEEP_INTERVAL_SECONDS = SWEEP_INTERVAL_S
     seed = int(os.environ.get("CHAOS_SEED") or random.randrange(1 << 32))
     plan = ChaosPlan(
-        runs=8,
+        runs=16,
         kills=3,
         workers=2,
         max_active=4,
