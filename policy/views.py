@@ -1,16 +1,11 @@
 """Policy pages: the decision log and impact analysis, for operators and auditors."""
 
-from collections.abc import Callable
-from functools import wraps
-
-from django.contrib.auth.decorators import login_required
-from django.core.exceptions import PermissionDenied
-from django.core.paginator import Paginator
 from django.http import HttpRequest, HttpResponse
 from django.shortcuts import get_object_or_404, render
 
 from controlplane.htmx import render_page
-from controlplane.identity import ADMIN, AUDITOR, PLATFORM, has_role
+from controlplane.identity import ADMIN, AUDITOR, PLATFORM
+from controlplane.pages import paged, roles_required
 from registry.models import Artifact
 
 from . import selectors
@@ -19,21 +14,8 @@ from .decision_points import POINTS
 from .impact import DEFAULT_SAMPLE, impact_analysis
 from .models import PolicyDecision
 
-PER_PAGE = 50
 
-
-def operators_only(view: Callable) -> Callable:
-    @login_required
-    @wraps(view)
-    def checked(request: HttpRequest, *args, **kwargs) -> HttpResponse:
-        if not has_role(request.user, PLATFORM, AUDITOR, ADMIN):
-            raise PermissionDenied
-        return view(request, *args, **kwargs)
-
-    return checked
-
-
-@operators_only
+@roles_required(PLATFORM, AUDITOR, ADMIN)
 def decision_list(request: HttpRequest) -> HttpResponse:
     filters = {key: request.GET.get(key, "") for key in ("point", "outcome", "failure", "run_id")}
     decisions = selectors.decisions_list(
@@ -43,7 +25,7 @@ def decision_list(request: HttpRequest) -> HttpResponse:
         run_id=filters["run_id"].strip(),
     )
     context = {
-        "page": Paginator(decisions, PER_PAGE).get_page(request.GET.get("page")),
+        "page": paged(request, decisions),
         "points": sorted(POINTS),
         "failures": [choice for choice in PolicyDecision.Failure.choices if choice[0]],
         "filters": filters,
@@ -51,14 +33,14 @@ def decision_list(request: HttpRequest) -> HttpResponse:
     return render_page(request, "policy/decision_list.html", "policy/_partials/decision_rows.html", context)
 
 
-@operators_only
+@roles_required(PLATFORM, AUDITOR, ADMIN)
 def decision_detail(request: HttpRequest, pk: int) -> HttpResponse:
     return render(
         request, "policy/decision_detail.html", {"decision": get_object_or_404(PolicyDecision, pk=pk)}
     )
 
 
-@operators_only
+@roles_required(PLATFORM, AUDITOR, ADMIN)
 def impact(request: HttpRequest) -> HttpResponse:
     """Pick a published bundle version; see which recent decisions it would change."""
     candidates = Artifact.objects.filter(kind=Artifact.Kind.POLICY_BUNDLE).order_by("name", "-version")

@@ -1,40 +1,15 @@
 """Forms of the registry pages: they parse what a person typed; the services decide."""
 
-from collections.abc import Callable
 from typing import Any, TypeVar
 
 from django import forms
 
-from controlplane.errors import ServiceError
+from controlplane.pages import ServiceForm
 
 from .artifact_kinds import NAME_PATTERN, SIDE_EFFECTS
 from .models import Agent, Channel, Release, Team
 
 T = TypeVar("T")
-
-
-class ServiceForm(forms.Form):
-    """A form whose valid data goes to one service call; a refusal becomes the form's errors."""
-
-    def __init__(self, *args: Any, **kwargs: Any):
-        super().__init__(*args, **kwargs)
-        self.status_code = 200
-
-    def submit(self, call: Callable[[dict], T]) -> T | None:
-        """`call(cleaned_data)`'s result, or None with the errors (and the status to answer with) set."""
-        if not self.is_valid():
-            if self.is_bound:
-                self.status_code = 422
-            return None
-        try:
-            return call(self.cleaned_data)
-        except ServiceError as error:
-            self.status_code = error.status_code
-            self.add_error(None, error.detail)
-            for field, messages in (error.errors or {}).items():
-                if field in self.fields:
-                    self.add_error(field, messages)
-            return None
 
 
 class AllowedToolsField(forms.CharField):

@@ -1,22 +1,17 @@
 """Registry pages: anyone signed in reads; platform users and admins change."""
 
 from collections import defaultdict
-from collections.abc import Callable
-from functools import wraps
 
 import yaml
-from django.contrib import messages
 from django.contrib.auth.decorators import login_required
-from django.core.exceptions import PermissionDenied
-from django.core.paginator import Page, Paginator
 from django.http import Http404, HttpRequest, HttpResponse
-from django.shortcuts import get_object_or_404, redirect, render
+from django.shortcuts import get_object_or_404, render
 from django.urls import reverse
 from django.views.decorators.http import require_POST
-from django_htmx.http import HttpResponseClientRedirect
 
 from controlplane.htmx import render_page
 from controlplane.identity import ADMIN, PLATFORM, actor_for, has_role
+from controlplane.pages import done, paged, roles_required
 
 from . import forms, selectors
 from .diagrams import mermaid_state_diagram
@@ -24,7 +19,6 @@ from .models import Agent, Artifact, Channel, Release
 from .services import agents as agent_services
 from .services import releases as release_services
 
-PER_PAGE = 50
 LIFECYCLE_ACTIONS = {
     Agent.Status.ACTIVE: "Activate",
     Agent.Status.DEPRECATED: "Deprecate",
@@ -32,44 +26,20 @@ LIFECYCLE_ACTIONS = {
 }
 
 
-def _can_write(request: HttpRequest) -> bool:
-    return has_role(request.user, PLATFORM, ADMIN)
-
-
-def platform_required(view: Callable) -> Callable:
-    @wraps(view)
-    def checked(request: HttpRequest, *args, **kwargs) -> HttpResponse:
-        if not _can_write(request):
-            raise PermissionDenied
-        return view(request, *args, **kwargs)
-
-    return checked
-
-
 def _posted(request: HttpRequest) -> dict | None:
     return request.POST if request.method == "POST" else None
-
-
-def _done(request: HttpRequest, url: str, message: str) -> HttpResponse:
-    """After a write: a whole new page load, also when htmx sent the form."""
-    messages.success(request, message)
-    return HttpResponseClientRedirect(url) if request.htmx else redirect(url)
-
-
-def _paged(request: HttpRequest, rows) -> Page:
-    return Paginator(rows, PER_PAGE).get_page(request.GET.get("page"))
 
 
 @login_required
 def agent_list(request: HttpRequest) -> HttpResponse:
     filters = {key: request.GET.get(key, "") for key in ("owner", "status", "classification")}
     context = {
-        "page": _paged(request, selectors.agents_list(**filters)),
+        "page": paged(request, selectors.agents_list(**filters)),
         "filters": filters,
         "teams": selectors.teams_list(),
         "statuses": Agent.Status.choices,
         "classifications": Agent.Classification.choices,
-        "can_write": _can_write(request),
+        "can_write": has_role(request.user, PLATFORM, ADMIN),
     }
     return render_page(request, "registry/agent_list.html", "registry/_partials/agent_rows.html", context)
 
@@ -93,18 +63,17 @@ def _agent_page(request: HttpRequest, agent: Agent, lifecycle_form=None, status:
             (to_status, label) for to_status, label in LIFECYCLE_ACTIONS.items() if to_status in allowed
         ],
         "lifecycle_form": lifecycle_form,
-        "can_write": _can_write(request),
+        "can_write": has_role(request.user, PLATFORM, ADMIN),
     }
     return render(request, "registry/agent_detail.html", context, status=status)
 
 
-@login_required
-@platform_required
+@roles_required(PLATFORM, ADMIN)
 def agent_register(request: HttpRequest) -> HttpResponse:
     form = forms.AgentRegisterForm(_posted(request))
     agent = form.submit(lambda data: agent_services.agent_register(actor=actor_for(request.user), **data))
     if agent:
-        return _done(
+        return done(
             request,
             reverse("registry-agent-detail", args=[agent.slug]),
             f"Agent {agent.slug} is registered as a draft.",
@@ -112,8 +81,7 @@ def agent_register(request: HttpRequest) -> HttpResponse:
     return render(request, "registry/agent_form.html", {"form": form}, status=form.status_code)
 
 
-@login_required
-@platform_required
+@roles_required(PLATFORM, ADMIN)
 def agent_edit(request: HttpRequest, slug: str) -> HttpResponse:
     agent = _agent_or_404(slug)
     form = forms.AgentEditForm(_posted(request), initial=forms.AgentEditForm.initial_for(agent))
@@ -122,7 +90,7 @@ def agent_edit(request: HttpRequest, slug: str) -> HttpResponse:
             agent=agent, changes=changes, actor=actor_for(request.user)
         )
     ):
-        return _done(
+        return done(
             request, reverse("registry-agent-detail", args=[agent.slug]), f"Agent {agent.slug} is saved."
         )
     return render(
@@ -130,8 +98,7 @@ def agent_edit(request: HttpRequest, slug: str) -> HttpResponse:
     )
 
 
-@login_required
-@platform_required
+@roles_required(PLATFORM, ADMIN)
 @require_POST
 def agent_lifecycle(request: HttpRequest, slug: str) -> HttpResponse:
     agent = _agent_or_404(slug)
@@ -142,7 +109,7 @@ def agent_lifecycle(request: HttpRequest, slug: str) -> HttpResponse:
         )
     )
     if moved:
-        return _done(
+        return done(
             request,
             reverse("registry-agent-detail", args=[agent.slug]),
             f"Agent {agent.slug} is {moved.status}.",
@@ -156,7 +123,7 @@ def release_list(request: HttpRequest) -> HttpResponse:
     live = defaultdict(list)
     for channel in selectors.channels_list(workflow=workflow):
         live[channel.release_id].append(channel)
-    page = _paged(request, selectors.releases_list(workflow=workflow))
+    page = paged(request, selectors.releases_list(workflow=workflow))
     context = {
         "page": page,
         "rows": [(release, live[release.pk]) for release in page],
@@ -183,7 +150,7 @@ def _release_page(request: HttpRequest, release: Release, status: int = 200, **f
         artifact for artifact in release.artifacts.all() if artifact.kind == Artifact.Kind.WORKFLOW
     )
     bindings = release.manifest["agents"]
-    can_write = _can_write(request)
+    can_write = has_role(request.user, PLATFORM, ADMIN)
     context = {
         "release": release,
         "workflow": workflow,
@@ -204,8 +171,7 @@ def _release_page(request: HttpRequest, release: Release, status: int = 200, **f
     return render(request, "registry/release_detail.html", context, status=status)
 
 
-@login_required
-@platform_required
+@roles_required(PLATFORM, ADMIN)
 @require_POST
 def release_sign_off(request: HttpRequest, release_id: str) -> HttpResponse:
     release = _release_or_404(release_id)
@@ -215,14 +181,13 @@ def release_sign_off(request: HttpRequest, release_id: str) -> HttpResponse:
             release=release, user=request.user, comment=data["comment"], actor=actor_for(request.user)
         )
     ):
-        return _done(
+        return done(
             request, reverse("registry-release-detail", args=[release.pk]), f"You signed off {release.pk}."
         )
     return _release_page(request, release, signoff_form=form, status=form.status_code)
 
 
-@login_required
-@platform_required
+@roles_required(PLATFORM, ADMIN)
 @require_POST
 def release_promote(request: HttpRequest, release_id: str) -> HttpResponse:
     release = _release_or_404(release_id)
@@ -231,7 +196,7 @@ def release_promote(request: HttpRequest, release_id: str) -> HttpResponse:
         lambda data: release_services.release_promote(release=release, actor=actor_for(request.user), **data)
     )
     if channel:
-        return _done(
+        return done(
             request,
             reverse("registry-release-detail", args=[release.pk]),
             f"{channel} now runs {release.pk} ({channel.mode}).",
@@ -239,8 +204,7 @@ def release_promote(request: HttpRequest, release_id: str) -> HttpResponse:
     return _release_page(request, release, promote_form=form, status=form.status_code)
 
 
-@login_required
-@platform_required
+@roles_required(PLATFORM, ADMIN)
 @require_POST
 def channel_rollback(request: HttpRequest, release_id: str, channel: str) -> HttpResponse:
     release = _release_or_404(release_id)
@@ -255,7 +219,7 @@ def channel_rollback(request: HttpRequest, release_id: str, channel: str) -> Htt
         )
     )
     if rolled_back:
-        return _done(
+        return done(
             request,
             reverse("registry-release-detail", args=[release.pk]),
             f"{rolled_back} is back on {rolled_back.release_id}.",
@@ -288,7 +252,7 @@ def _coloured(diff: list[str]) -> list[tuple[str, str]]:
 def artifact_list(request: HttpRequest) -> HttpResponse:
     kind = request.GET.get("kind", "")
     context = {
-        "page": _paged(request, selectors.artifacts_latest(kind=kind)),
+        "page": paged(request, selectors.artifacts_latest(kind=kind)),
         "kinds": Artifact.Kind.choices,
         "filters": {"kind": kind},
     }

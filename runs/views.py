@@ -5,27 +5,21 @@ rendered as JSON or plain text and always escaped by the templates.
 """
 
 import json
-from collections.abc import Callable
-from functools import wraps
 from typing import Any
 
 from django import forms
-from django.contrib import messages
 from django.contrib.auth.decorators import login_required
-from django.core.exceptions import PermissionDenied
-from django.core.paginator import Page, Paginator
 from django.db.models import Prefetch, QuerySet
 from django.http import HttpRequest, HttpResponse
-from django.shortcuts import get_object_or_404, redirect, render
+from django.shortcuts import get_object_or_404, render
 from django.urls import reverse
 from django.views.decorators.http import require_POST
-from django_htmx.http import HttpResponseClientRedirect
 
 from controlplane.dbtime import database_now_plus
 from controlplane.htmx import render_page
 from controlplane.identity import ADMIN, AUDITOR, PLATFORM, actor_for, has_role
+from controlplane.pages import ServiceForm, done, paged, roles_required
 from registry.diagrams import mermaid_state_diagram
-from registry.forms import ServiceForm
 from registry.models import Release, ReleaseAgent
 
 from . import selectors
@@ -35,7 +29,6 @@ from .services import run_cancel, run_retry
 from .services.operations import CANCELLABLE, RETRYABLE
 from .workflows import BUILTIN_WORKFLOWS
 
-RUNS_PER_PAGE = 50
 AGES = {"hour": ("last hour", 3600), "day": ("last day", 86_400), "week": ("last week", 7 * 86_400)}
 DEAD_LETTERS = (Run.Status.DEAD_LETTERED, Run.Status.COMPENSATION_FAILED)
 
@@ -76,30 +69,6 @@ def _no_constant(name: str) -> None:
     raise ValueError(f"{name} is not a JSON value")
 
 
-def _can_operate(request: HttpRequest) -> bool:
-    return has_role(request.user, PLATFORM, ADMIN)
-
-
-def platform_required(view: Callable) -> Callable:
-    @wraps(view)
-    def checked(request: HttpRequest, *args, **kwargs) -> HttpResponse:
-        if not _can_operate(request):
-            raise PermissionDenied
-        return view(request, *args, **kwargs)
-
-    return checked
-
-
-def _paged(request: HttpRequest, runs: QuerySet[Run]) -> Page:
-    return Paginator(runs, RUNS_PER_PAGE).get_page(request.GET.get("page"))
-
-
-def _done(request: HttpRequest, url: str, message: str) -> HttpResponse:
-    """After a write: a whole new page load, also when htmx sent the form."""
-    messages.success(request, message)
-    return HttpResponseClientRedirect(url) if request.htmx else redirect(url)
-
-
 def _json(value: Any) -> str:
     """Readable JSON; the template escapes it like any other text."""
     return json.dumps(value, indent=2, ensure_ascii=False, default=str)
@@ -128,7 +97,7 @@ def run_list(request: HttpRequest) -> HttpResponse:
     if filters["age"] in AGES:
         runs = runs.filter(created_at__gte=database_now_plus(-AGES[filters["age"]][1]))
     context = {
-        "page": _paged(request, runs.order_by("-created_at", "-pk")),
+        "page": paged(request, runs.order_by("-created_at", "-pk")),
         "statuses": Run.Status.choices,
         # A callable: only the whole page calls it, not the rows' refresh every 3 seconds.
         "workflows": _workflow_names,
@@ -176,7 +145,7 @@ def _run_context(request: HttpRequest, run: Run, **failed_forms) -> dict:
             for effect in run.effects.all()
         ],
         "events": selectors.run_events(run),
-        "can_operate": _can_operate(request),
+        "can_operate": has_role(request.user, PLATFORM, ADMIN),
         "can_read_decisions": has_role(request.user, PLATFORM, AUDITOR, ADMIN),
         "can_cancel": run.status in CANCELLABLE,
         "can_retry": run.status in RETRYABLE,
@@ -238,25 +207,23 @@ def _run_page(request: HttpRequest, pk: str, status: int, **failed_forms) -> Htt
     return render(request, "runs/run_detail.html", _run_context(request, run, **failed_forms), status=status)
 
 
-@login_required
-@platform_required
+@roles_required(PLATFORM, ADMIN)
 @require_POST
 def run_cancel_view(request: HttpRequest, pk: str) -> HttpResponse:
     run = get_object_or_404(selectors.runs_visible_to(request.user), pk=pk)
     form = CancelForm(request.POST)
     if form.submit(lambda data: run_cancel(run=run, actor=actor_for(request.user), reason=data["reason"])):
-        return _done(request, reverse("run-detail", args=[run.pk]), f"Run {_short(run)} is cancelled.")
+        return done(request, reverse("run-detail", args=[run.pk]), f"Run {_short(run)} is cancelled.")
     return _run_page(request, pk, form.status_code, cancel_form=form)
 
 
-@login_required
-@platform_required
+@roles_required(PLATFORM, ADMIN)
 @require_POST
 def run_retry_view(request: HttpRequest, pk: str) -> HttpResponse:
     run = get_object_or_404(selectors.runs_visible_to(request.user), pk=pk)
     form = RetryForm(request.POST)
     if form.submit(lambda data: run_retry(run=run, actor=actor_for(request.user), **data)):
-        return _done(request, reverse("run-detail", args=[run.pk]), f"Run {_short(run)} is queued again.")
+        return done(request, reverse("run-detail", args=[run.pk]), f"Run {_short(run)} is queued again.")
     return _run_page(request, pk, form.status_code, retry_form=form)
 
 
@@ -279,8 +246,8 @@ def _dead_letter_page(
     request: HttpRequest, status: int = 200, failed: Run | None = None, **failed_forms
 ) -> HttpResponse:
     context = {
-        "page": _paged(request, _dead_letters(request)),
-        "can_operate": _can_operate(request),
+        "page": paged(request, _dead_letters(request)),
+        "can_operate": has_role(request.user, PLATFORM, ADMIN),
         "failed": failed,
         "cancel_form": CancelForm(),
         "retry_form": RetryForm(),
@@ -289,25 +256,23 @@ def _dead_letter_page(
     return render(request, "runs/dead_letter_list.html", context, status=status)
 
 
-@login_required
-@platform_required
+@roles_required(PLATFORM, ADMIN)
 @require_POST
 def dead_letter_retry(request: HttpRequest, pk: str) -> HttpResponse:
     # Any run the user sees: if it has left the queue meanwhile, the service explains why (409).
     run = get_object_or_404(selectors.runs_visible_to(request.user), pk=pk)
     form = RetryForm(request.POST)
     if form.submit(lambda data: run_retry(run=run, actor=actor_for(request.user), **data)):
-        return _done(request, reverse("dead-letter-list"), f"Run {_short(run)} is queued again.")
+        return done(request, reverse("dead-letter-list"), f"Run {_short(run)} is queued again.")
     return _dead_letter_page(request, form.status_code, failed=run, retry_form=form)
 
 
-@login_required
-@platform_required
+@roles_required(PLATFORM, ADMIN)
 @require_POST
 def dead_letter_discard(request: HttpRequest, pk: str) -> HttpResponse:
     # Any run the user sees: if it has left the queue meanwhile, the service explains why (409).
     run = get_object_or_404(selectors.runs_visible_to(request.user), pk=pk)
     form = CancelForm(request.POST)
     if form.submit(lambda data: run_cancel(run=run, actor=actor_for(request.user), reason=data["reason"])):
-        return _done(request, reverse("dead-letter-list"), f"Run {_short(run)} is discarded (cancelled).")
+        return done(request, reverse("dead-letter-list"), f"Run {_short(run)} is discarded (cancelled).")
     return _dead_letter_page(request, form.status_code, failed=run, cancel_form=form)
