@@ -14,6 +14,7 @@ urlpatterns = [
     path("runs/", include("runs.urls")),
     path("registry/", include("registry.urls")),
     path("policy/", include("policy.urls")),
+    path("approvals/", include("approvals.urls")),
     path("api/v1/", include("controlplane.api.urls")),
     path("api/schema/", SpectacularAPIView.as_view(), name="api-schema"),
     path("api/docs/", SpectacularSwaggerView.as_view(url_name="api-schema"), name="api-docs"),

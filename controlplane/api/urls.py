@@ -9,4 +9,5 @@ urlpatterns = [
     path("", include("registry.api.urls")),
     path("", include("policy.api.urls")),
     path("", include("runs.api.urls")),
+    path("", include("approvals.api.urls")),
 ]

@@ -1,0 +1,3 @@
+"""/api/v1/approvals: the caller's view of approval requests and their decisions."""
+
+urlpatterns = []

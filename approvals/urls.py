@@ -1,0 +1,3 @@
+"""Reviewer pages: the approval inbox and the approval history."""
+
+urlpatterns = []
