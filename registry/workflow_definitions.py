@@ -49,6 +49,8 @@ _STEP_SCHEMA = {
         },
         "on_error": _TARGET,
         "on_reject": _TARGET,
+        "approval_timeout_s": {"type": "number", "exclusiveMinimum": 0, "maximum": 30 * 86400},
+        "on_expire": {"enum": ["escalate", "reject", "fail"]},
         "timeout_s": {"type": "number", "exclusiveMinimum": 0, "maximum": 86400},
         "retry": {
             "type": "object",

@@ -167,7 +167,10 @@ class Effect(models.Model):
 class PendingAction(models.Model):
     """A run parked at a human gate: everything a reviewer needs to decide, kept for days.
 
-    The approvals app reads these and calls back into the run engine with the decision.
+    The approvals app reads these and calls back into the run engine with the decision. The
+    columns after `decided_at` copy what the inbox filters and sorts on (from the run, the
+    risk and the current approval stage) so that a reviewer's inbox is one indexed query on
+    every database; they are filled when the row is created.
     """
 
     class Status(models.TextChoices):
@@ -176,6 +179,14 @@ class PendingAction(models.Model):
         REJECTED = "rejected"
         EXPIRED = "expired"
         SUPERSEDED = "superseded"
+
+    class Risk(models.IntegerChoices):
+        LOW = 0, "low"
+        MEDIUM = 1, "medium"
+        HIGH = 2, "high"
+
+    # Ranks of the data classifications, so that "cleared for at least" is a plain comparison.
+    SENSITIVITY_RANKS = {"public": 0, "internal": 1, "confidential": 2, "restricted": 3}
 
     run = models.ForeignKey(Run, on_delete=models.PROTECT, related_name="pending_actions")
     state = models.CharField(max_length=100)
@@ -190,16 +201,60 @@ class PendingAction(models.Model):
     policy_decision_id = models.BigIntegerField(null=True, blank=True)
     created_at = models.DateTimeField(db_default=Now())
     decided_at = models.DateTimeField(null=True, blank=True)
+    approver_group = models.CharField(
+        max_length=150, blank=True, default="", help_text="The group whose members decide now."
+    )
+    stage = models.PositiveSmallIntegerField(
+        default=0, help_text="Which of `approvers` signs now (each group of the list signs in turn)."
+    )
+    escalations = models.PositiveSmallIntegerField(default=0, help_text="Times the current stage escalated.")
+    approvals = models.PositiveSmallIntegerField(default=0, help_text="Distinct approvals so far.")
+    workflow = models.CharField(max_length=200, blank=True, default="")
+    requested_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.PROTECT, null=True, blank=True, related_name="+"
+    )
+    sensitivity_rank = models.PositiveSmallIntegerField(default=1)
+    risk_rank = models.PositiveSmallIntegerField(choices=Risk.choices, default=Risk.LOW)
 
     class Meta:
         ordering = ["-created_at", "-pk"]
         indexes = [
             models.Index(fields=["status", "due_at"], name="pending_status_due_idx"),
             models.Index(fields=["run", "status"], name="pending_run_idx"),
+            models.Index(fields=["status", "approver_group", "due_at", "id"], name="pending_inbox_due_idx"),
+            models.Index(fields=["status", "approver_group", "-risk_rank"], name="pending_inbox_risk_idx"),
+            models.Index(
+                fields=["status", "approver_group", "-created_at", "-id"], name="pending_inbox_recent_idx"
+            ),
+            models.Index(fields=["approver_group", "-created_at", "-id"], name="pending_group_recent_idx"),
+            models.Index(fields=["-created_at", "-id"], name="pending_recent_idx"),
         ]
 
     def __str__(self) -> str:
         return f"{self.run_id} {self.state} ({self.status})"
+
+    def save(self, *args, **kwargs) -> None:
+        if self._state.adding:
+            self.workflow = self.workflow or self.run.workflow
+            self.requested_by_id = self.requested_by_id or self.run.requested_by_id
+            self.sensitivity_rank = self.SENSITIVITY_RANKS.get(self.run.sensitivity, 3)
+            self.risk_rank = self.risk_rank_of(self.risk, self.quorum)
+            self.approver_group = self.approver_group or (self.approvers or [""])[0]
+        super().save(*args, **kwargs)
+
+    @classmethod
+    def risk_rank_of(cls, risk: dict, quorum: int) -> int:
+        """High: irreversible, or asking for more than one approver; medium: any other write
+        or a gate whose conditions fired; low: the rest (a hand-off to a human)."""
+        if risk.get("side_effect") == "irreversible" or quorum > 1:
+            return cls.Risk.HIGH
+        if risk.get("side_effect") == "write" or risk.get("conditions"):
+            return cls.Risk.MEDIUM
+        return cls.Risk.LOW
+
+    @property
+    def sensitivity(self) -> str:
+        return next(name for name, rank in self.SENSITIVITY_RANKS.items() if rank == self.sensitivity_rank)
 
 
 class Payload(models.Model):

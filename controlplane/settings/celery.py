@@ -4,6 +4,7 @@ PostgreSQL is the system of record; the broker only carries "advance run X" mess
 so losing one never loses a run (the sweeper re-enqueues expired leases).
 """
 
+from .approvals import APPROVAL_ESCALATION_INTERVAL_SECONDS
 from .env import VAR_DIR, env
 
 REDIS_URL = env.str("REDIS_URL", default="")
@@ -50,6 +51,10 @@ CELERY_BEAT_SCHEDULE = {
     "sweep-expired-run-leases": {
         "task": "runs.tasks.sweep_expired_leases",
         "schedule": RUN_SWEEP_INTERVAL_SECONDS,
+    },
+    "escalate-due-approvals": {
+        "task": "approvals.tasks.escalate_due_approvals",
+        "schedule": APPROVAL_ESCALATION_INTERVAL_SECONDS,
     },
 }
 # A worker gives a run back to the queue after this long, so long runs cannot starve others.

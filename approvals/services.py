@@ -1,0 +1,344 @@
+"""Approval use cases: open a request when a run parks, record reviewers' decisions (quorum,
+separation of duties, clearance, all asked of policy `approval.decide`), escalate or expire
+requests past their due time. Every change is audited in its own transaction and notified
+once that transaction commits.
+
+A request names the groups that must sign (`approvers`, from the policy decision that parked
+the run) and a quorum. The groups sign in turn, lowest in the escalation chain first (a
+high-value refund: a reviewer, then the platform group); the request is approved once every
+group has signed and `quorum` distinct people have approved. One rejection rejects it.
+"""
+
+from typing import Any
+
+from django.conf import settings
+from django.contrib.auth.models import AbstractBaseUser
+from django.db import transaction
+from django.db.models.functions import Now
+
+from controlplane.audit import ObjectRef, record
+from controlplane.dbtime import database_now_plus
+from controlplane.errors import Conflict, Forbidden, InvalidInput, NotFound
+from controlplane.identity import Actor, actor_for, user_roles
+from controlplane.models import ApiKey
+from policy.bundles import PolicyBundle, governance_bundle
+from policy.services import decision_input, policy_decide
+from runs.engine.released import released_workflow
+from runs.models import PendingAction, Run
+from runs.services.decisions import pending_action_decide, pending_action_expire
+
+from .models import ApprovalDecision, ReviewerClearance
+from .notifiers import notify_on_commit
+
+SYSTEM = Actor("approvals", kind="system")
+DECIDE_SCOPE = "approvals:decide"
+REASON_MAX = 2000
+ON_EXPIRE_ESCALATE, ON_EXPIRE_REJECT, ON_EXPIRE_FAIL = "escalate", "reject", "fail"
+# When the policy bundle names no escalation chain: reviewers, then platform, then admins.
+DEFAULT_ESCALATION = {"reviewer": "platform", "platform": "admin"}
+
+
+def approval_request_open(*, pending: PendingAction) -> PendingAction:
+    """Set up a request the run engine has just created, in the engine's transaction: the
+    order in which its groups sign, its due time, and the audit event; requests it replaced
+    (the proposed action changed) are closed in the ledger too."""
+    run = pending.run
+    chain = escalation_chain(run)
+    stages = _signing_order(pending.approvers or [settings.APPROVAL_DEFAULT_GROUP], chain)
+    PendingAction.objects.filter(pk=pending.pk).update(
+        approvers=stages,
+        approver_group=stages[0],
+        due_at=database_now_plus(_due_seconds(run, pending.state)),
+    )
+    pending.refresh_from_db(fields=["approvers", "approver_group", "due_at"])
+    replaced = list(
+        PendingAction.objects.filter(
+            run=run, state=pending.state, status=PendingAction.Status.SUPERSEDED, decided_at__isnull=True
+        ).values_list("pk", flat=True)
+    )
+    if replaced:
+        PendingAction.objects.filter(pk__in=replaced).update(decided_at=Now())
+    for old in replaced:
+        record(
+            SYSTEM,
+            "approval.superseded",
+            ObjectRef("runs.pendingaction", str(old)),
+            {"replaced_by": pending.pk, "action_hash": pending.action_hash},
+            **_audit_ids(run),
+        )
+    record(
+        SYSTEM,
+        "approval.requested",
+        pending,
+        {
+            "state": pending.state,
+            "action_hash": pending.action_hash,
+            "approvers": stages,
+            "quorum": pending.quorum,
+            "approver_group": pending.approver_group,
+            "due_at": pending.due_at.isoformat(),
+            "replaces": replaced,
+        },
+        **_audit_ids(run),
+    )
+    notify_on_commit("created", pending)
+    return pending
+
+
+@transaction.atomic
+def _decide_under_lock(
+    pending_action_id: int, verdict: str, reason: str, user: AbstractBaseUser, actor: Actor
+) -> tuple[ApprovalDecision | None, list[str]]:
+    pending = PendingAction.objects.select_for_update().filter(pk=pending_action_id).first()
+    if pending is None:
+        raise NotFound("No such approval request.")
+    if pending.status != PendingAction.Status.PENDING:
+        raise Conflict(f"This request was already {pending.status}; your decision was not recorded.")
+    if ApprovalDecision.objects.filter(pending_action=pending, reviewer=user).exists():
+        raise Conflict("You have already decided this request; another reviewer must decide next.")
+    run = Run.objects.get(pk=pending.run_id)
+    decision = policy_decide(
+        "approval.decide",
+        decision_input(
+            "approval.decide",
+            reviewer={
+                "username": user.get_username(),
+                "groups": sorted(reviewer_groups(user)),
+                "clearance": ReviewerClearance.Level(_clearance(user)).label,
+            },
+            request={
+                "requested_by": run.requested_by.get_username(),
+                "agent": acting_agent(run, pending.state),
+                "approver_group": pending.approver_group,
+                "sensitivity": run.sensitivity,
+            },
+            decision=verdict,
+        ),
+        bundle=policy_bundle_of(run),
+        actor=actor,
+        trace_id=run.trace_id,
+        run_id=run.pk,
+    )
+    if not decision.allow:
+        # The refusal is kept (decision log and ledger) although nothing else changes.
+        record(
+            actor,
+            "approval.refused",
+            pending,
+            {"decision": verdict, "reasons": decision.reasons, "policy_decision": decision.decision_id},
+            **_audit_ids(run),
+        )
+        return None, decision.reasons
+    recorded = ApprovalDecision.objects.create(
+        pending_action=pending,
+        reviewer=user,
+        decision=verdict,
+        reason=reason,
+        approver_group=pending.approver_group,
+        action_hash=pending.action_hash,
+        policy_decision_id=decision.decision_id,
+        credential=actor.credential,
+    )
+    approve = verdict == ApprovalDecision.Verdict.APPROVE
+    if approve:
+        pending.approvals += 1
+    record(
+        actor,
+        "approval.decided",
+        pending,
+        {
+            "decision": verdict,
+            "reason": reason,
+            "approver_group": pending.approver_group,
+            "action_hash": pending.action_hash,
+            "policy_decision": decision.decision_id,
+            "approvals": pending.approvals,
+            "quorum": pending.quorum,
+        },
+        **_audit_ids(run),
+    )
+    if not approve:
+        pending_action_decide(pending_action_id=pending.pk, approved=False, actor=actor, reason=reason)
+        notify_on_commit("decided", pending, decision=recorded)
+    elif pending.stage + 1 < len(pending.approvers):
+        # This group has signed; the next one in the signing order decides now.
+        pending.stage += 1
+        pending.escalations = 0
+        pending.approver_group = pending.approvers[pending.stage]
+        pending.due_at = database_now_plus(_due_seconds(run, pending.state))
+        pending.save(update_fields=["approvals", "stage", "escalations", "approver_group", "due_at"])
+        pending.refresh_from_db(fields=["due_at"])
+        record(
+            SYSTEM,
+            "approval.advanced",
+            pending,
+            {"approver_group": pending.approver_group, "due_at": pending.due_at.isoformat()},
+            **_audit_ids(run),
+        )
+        notify_on_commit("advanced", pending, decision=recorded)
+    elif pending.approvals < pending.quorum:
+        pending.save(update_fields=["approvals"])
+        notify_on_commit("advanced", pending, decision=recorded)
+    else:
+        pending.save(update_fields=["approvals"])
+        pending_action_decide(pending_action_id=pending.pk, approved=True, actor=actor, reason=reason)
+        pending.status = PendingAction.Status.APPROVED
+        notify_on_commit("decided", pending, decision=recorded)
+    return recorded, []
+
+
+def approval_decide(
+    *,
+    pending_action_id: int,
+    decision: str,
+    reason: str,
+    user: AbstractBaseUser,
+    api_key: ApiKey | None = None,
+) -> ApprovalDecision:
+    """Record `user`'s decision ("approve" or "reject"; a rejection needs a reason) on one
+    pending request, bound to the exact action it proposes, and return it.
+
+    Policy `approval.decide` is asked every time (separation of duties, approver group,
+    clearance); a refusal is logged and raised as Forbidden with the policy's reasons. The
+    request's row lock makes concurrent decisions take turns: exactly one closes a request,
+    later ones get Conflict, as do decisions on a request already decided, expired or
+    superseded, and a second decision by the same reviewer. When the last required approval
+    arrives (or on any rejection) the run resumes or follows its rejection path, in the same
+    transaction. Raises InvalidInput, Forbidden, Conflict, NotFound.
+    """
+    verdict = decision
+    if verdict not in ApprovalDecision.Verdict.values:
+        raise InvalidInput("The decision must be 'approve' or 'reject'.", errors={"decision": ["Unknown."]})
+    reason = (reason or "").strip()
+    if verdict == ApprovalDecision.Verdict.REJECT and not reason:
+        raise InvalidInput("A rejection needs a reason.", errors={"reason": ["Required when rejecting."]})
+    if len(reason) > REASON_MAX:
+        raise InvalidInput(f"The reason is over {REASON_MAX} characters.", errors={"reason": ["Too long."]})
+    actor = actor_for(user, api_key)
+    if actor.kind == "agent":
+        raise Forbidden("An agent's identity can never decide an approval request.")
+    if api_key is not None and DECIDE_SCOPE not in api_key.scopes:
+        raise Forbidden(f"This API key lacks the scope '{DECIDE_SCOPE}'.")
+    recorded, refusal = _decide_under_lock(pending_action_id, verdict, reason, user, actor)
+    if recorded is None:
+        raise Forbidden("Policy refused this decision: " + "; ".join(refusal) + ".")
+    return recorded
+
+
+def approvals_escalate_due(*, limit: int = 500) -> int:
+    """Escalate or expire the requests past their due time (the beat task); how many moved."""
+    due = list(
+        PendingAction.objects.filter(status=PendingAction.Status.PENDING, due_at__lte=Now())
+        .order_by("due_at", "pk")
+        .values_list("pk", flat=True)[:limit]
+    )
+    return sum(approval_escalate(pending_action_id=pk) is not None for pk in due)
+
+
+@transaction.atomic
+def approval_escalate(*, pending_action_id: int) -> PendingAction | None:
+    """Hand one overdue request to the next group of the escalation chain with a new due time,
+    or, when the workflow says so or the chain ends, expire it: the run then follows its
+    rejection path (`on_expire: reject`, and the chain's end) or fails (`on_expire: fail`).
+    None when the request is no longer pending and overdue, or another transaction holds it."""
+    pending = (
+        PendingAction.objects.select_for_update(skip_locked=True)
+        .filter(pk=pending_action_id, status=PendingAction.Status.PENDING, due_at__lte=Now())
+        .first()
+    )
+    if pending is None:
+        return None
+    run = Run.objects.get(pk=pending.run_id)
+    on_expire = _step(run, pending.state).get("on_expire", ON_EXPIRE_ESCALATE)
+    chain = escalation_chain(run) if on_expire == ON_EXPIRE_ESCALATE else {}
+    next_group = chain.get(pending.approver_group)
+    if next_group:
+        previous = pending.approver_group
+        pending.approver_group, pending.escalations = next_group, pending.escalations + 1
+        pending.due_at = database_now_plus(_due_seconds(run, pending.state))
+        pending.save(update_fields=["approver_group", "escalations", "due_at"])
+        pending.refresh_from_db(fields=["due_at"])
+        record(
+            SYSTEM,
+            "approval.escalated",
+            pending,
+            {"from": previous, "to": next_group, "due_at": pending.due_at.isoformat()},
+            **_audit_ids(run),
+        )
+        notify_on_commit("escalated", pending)
+        return pending
+    fail = on_expire == ON_EXPIRE_FAIL
+    record(
+        SYSTEM,
+        "approval.expired",
+        pending,
+        {"approver_group": pending.approver_group, "on_expire": on_expire, "run_fails": fail},
+        **_audit_ids(run),
+    )
+    pending_action_expire(pending_action_id=pending.pk, actor=SYSTEM, fail=fail)
+    pending.status = PendingAction.Status.EXPIRED
+    notify_on_commit("expired", pending)
+    return pending
+
+
+def reviewer_groups(user: AbstractBaseUser) -> set[str]:
+    """The groups a reviewer decides for: their Django groups (a superuser counts as admin)."""
+    return set(user.groups.values_list("name", flat=True)) | (user_roles(user) & {"admin"})
+
+
+def policy_bundle_of(run: Run) -> PolicyBundle:
+    """The policy pinned by the run's release governs its approvals; built-in workflows have
+    no release and use the governance bundle."""
+    if run.release_id:
+        policy = released_workflow(run.release_id).policy
+        if policy is not None:
+            return policy
+    return governance_bundle()
+
+
+def escalation_chain(run: Run) -> dict[str, str]:
+    """Group → the group a request goes to when it is overdue (`data.baton.approval.escalation`)."""
+    approval = policy_bundle_of(run).data.get("baton", {}).get("approval", {})
+    chain = approval.get("escalation", DEFAULT_ESCALATION)
+    return chain if isinstance(chain, dict) else DEFAULT_ESCALATION
+
+
+def acting_agent(run: Run, state: str) -> str:
+    """The agent whose action waits (the step's, or the workflow's `run_as`); '' for none."""
+    if not run.release_id:
+        return ""
+    released = released_workflow(run.release_id)
+    step = released.step(state) if state in {s["name"] for s in released.definition["steps"]} else {}
+    return step.get("agent") or released.definition.get("run_as") or ""
+
+
+def _step(run: Run, state: str) -> dict:
+    if not run.release_id:
+        return {}
+    released = released_workflow(run.release_id)
+    return next((step for step in released.definition["steps"] if step["name"] == state), {})
+
+
+def _due_seconds(run: Run, state: str) -> float:
+    return _step(run, state).get("approval_timeout_s", settings.APPROVAL_DUE_SECONDS)
+
+
+def _signing_order(groups: list[str], chain: dict[str, str]) -> list[str]:
+    """Lower groups of the escalation chain sign first; groups outside the chain sign last."""
+    rank: dict[str, int] = {}
+    for start in chain:
+        group, depth = start, 0
+        while group in chain and depth <= len(chain):
+            group, depth = chain[group], depth + 1
+        rank[start] = -depth  # the longer the way up, the lower the group
+    unique = list(dict.fromkeys(groups))
+    return sorted(unique, key=lambda g: (rank.get(g, 1), unique.index(g)))
+
+
+def _clearance(user: AbstractBaseUser) -> int:
+    level = ReviewerClearance.objects.filter(user=user).values_list("level", flat=True).first()
+    return ReviewerClearance.DEFAULT if level is None else level
+
+
+def _audit_ids(run: Run) -> dict[str, Any]:
+    return {"trace_id": run.trace_id, "run_id": run.pk, "release_id": run.release_id}
