@@ -267,3 +267,58 @@ class Payload(models.Model):
 
     def __str__(self) -> str:
         return f"payload {self.digest[:12]} ({self.size} bytes)"
+
+
+class MapBranch(models.Model):
+    """One branch of a `map` step: its element, its own attempts, lease and checkpointed output.
+
+    Branches run as their own tasks, at most the step's `concurrency` holding a slot (queued or
+    running) at once; the branch whose commit settles the last one hands the run back to the
+    queue for the fan-in. `sequence` is the checkpoint position the map step will take, so a
+    state visited twice has two sets of branches.
+    """
+
+    class Status(models.TextChoices):
+        PENDING = "pending"  # waiting for a slot
+        QUEUED = "queued"  # holds a slot; its task is on the queue (or waiting out a retry delay)
+        RUNNING = "running"
+        SUCCEEDED = "succeeded"
+        FAILED = "failed"
+        CANCELLED = "cancelled"  # never ran: another branch failed or the run was cancelled
+
+    ACTIVE_STATUSES = (Status.QUEUED, Status.RUNNING)
+    SETTLED_STATUSES = (Status.SUCCEEDED, Status.FAILED, Status.CANCELLED)
+
+    run = models.ForeignKey(Run, on_delete=models.PROTECT, related_name="map_branches")
+    sequence = models.PositiveIntegerField(help_text="The checkpoint position of the map step.")
+    state = models.CharField(max_length=100)
+    index = models.PositiveIntegerField(help_text="Position of the element in the list mapped over.")
+    item = models.JSONField(help_text="The element this branch works on.")
+    status = models.CharField(max_length=20, choices=Status.choices, default=Status.PENDING)
+    attempts = models.PositiveSmallIntegerField(default=0, help_text="Failed attempts so far.")
+    claims_since_progress = models.PositiveSmallIntegerField(default=0)
+    output = models.JSONField(null=True, blank=True, help_text="The validated output, or a {'$ref': digest}.")
+    details = models.JSONField(default=dict, help_text="Model or tool call, decisions, cost.")
+    error = models.TextField(blank=True, default="")
+    lease_owner = models.CharField(max_length=255, blank=True, default="")
+    lease_expires_at = models.DateTimeField(null=True, blank=True)
+    started_at = models.DateTimeField(null=True, blank=True)
+    finished_at = models.DateTimeField(null=True, blank=True)
+    created_at = models.DateTimeField(db_default=Now())
+    updated_at = models.DateTimeField(db_default=Now())
+
+    class Meta:
+        ordering = ["run", "sequence", "index"]
+        constraints = [
+            models.UniqueConstraint(fields=["run", "sequence", "index"], name="map_branch_once_per_element"),
+        ]
+        indexes = [
+            models.Index(
+                fields=["lease_expires_at"],
+                condition=models.Q(status__in=["queued", "running"]),
+                name="map_branch_active_lease_idx",
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.run_id} {self.state}[{self.index}] ({self.status})"
