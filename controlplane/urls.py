@@ -15,6 +15,7 @@ urlpatterns = [
     path("registry/", include("registry.urls")),
     path("policy/", include("policy.urls")),
     path("approvals/", include("approvals.urls")),
+    path("evidence/", include("evidence.urls")),
     path("api/v1/", include("controlplane.api.urls")),
     path("api/schema/", SpectacularAPIView.as_view(), name="api-schema"),
     path("api/docs/", SpectacularSwaggerView.as_view(url_name="api-schema"), name="api-docs"),

@@ -10,4 +10,5 @@ urlpatterns = [
     path("", include("policy.api.urls")),
     path("", include("runs.api.urls")),
     path("", include("approvals.api.urls")),
+    path("", include("evidence.api.urls")),
 ]

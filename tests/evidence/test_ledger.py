@@ -1,0 +1,86 @@
+"""Signed checkpoints of the chain's head: what the hash links alone cannot show."""
+
+import pytest
+from django.db import connection
+
+from controlplane import append_only
+from controlplane.audit import ObjectRef, record
+from controlplane.identity import Actor
+from controlplane.models import AuditEvent
+from evidence.models import AuditCheckpoint
+from evidence.services import audit_checkpoint, ledger_status
+
+pytestmark = pytest.mark.django_db
+SYSTEM = Actor("tester", kind="system")
+
+
+def append(count: int) -> None:
+    for number in range(count):
+        record(SYSTEM, "test.event", ObjectRef("thing", str(number)), {"n": number})
+
+
+def test_an_intact_ledger_verifies_against_its_checkpoints():
+    append(5)
+    first = audit_checkpoint()
+    assert audit_checkpoint() == first  # nothing appended since: no new checkpoint
+    append(3)
+    second = audit_checkpoint()
+    assert (first.seq, second.seq) == (5, 8)
+    status = ledger_status()
+    assert status.ok and status.chain.checked == 8 and status.checkpoints_checked == 2
+    assert status.last_checkpoint == second
+
+
+def test_an_empty_ledger_has_nothing_to_checkpoint():
+    assert audit_checkpoint() is None and ledger_status().ok
+
+
+def test_a_truncated_tail_is_detected_by_the_last_checkpoint():
+    append(6)
+    audit_checkpoint()
+    append_only.remove(connection, "controlplane_auditevent")
+    try:
+        AuditEvent.objects.filter(seq__gte=5).delete()  # the chain's links still hold: 1..4
+    finally:
+        append_only.install(connection, "controlplane_auditevent")
+    status = ledger_status()
+    assert status.chain.ok  # the links alone cannot tell
+    assert (
+        not status.ok and "event #6" in status.checkpoint_problem and "truncated" in status.checkpoint_problem
+    )
+
+
+def test_a_rewritten_tail_is_detected_by_the_checkpoint():
+    append(4)
+    checkpoint = audit_checkpoint()
+    append_only.remove(connection, "controlplane_auditevent")
+    try:
+        AuditEvent.objects.filter(seq=4).delete()
+        record(SYSTEM, "test.event", ObjectRef("thing", "forged"), {"n": "forged"})  # a new, valid #4
+    finally:
+        append_only.install(connection, "controlplane_auditevent")
+    status = ledger_status()
+    assert status.chain.ok and not status.ok
+    signed_at = checkpoint.created_at.isoformat(timespec="seconds")
+    assert status.checkpoint_problem == f"event #4 differs from the checkpoint signed at {signed_at}"
+
+
+def test_a_forged_checkpoint_signature_is_detected():
+    append(2)
+    checkpoint = audit_checkpoint()
+    AuditCheckpoint.objects.create(
+        seq=checkpoint.seq,
+        head_hash=checkpoint.head_hash,
+        created_at=checkpoint.created_at,
+        reason="interval",
+        key_id=checkpoint.key_id,
+        signature=checkpoint.signature[:-4] + "AAA=",
+    )
+    assert "invalid signature" in ledger_status().checkpoint_problem
+
+
+def test_checkpoints_are_append_only():
+    append(1)
+    checkpoint = audit_checkpoint()
+    with pytest.raises(Exception, match="append-only"):
+        AuditCheckpoint.objects.filter(pk=checkpoint.pk).update(seq=99)
