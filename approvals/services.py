@@ -20,7 +20,7 @@ from controlplane.audit import ObjectRef, record
 from controlplane.dbtime import database_now_plus
 from controlplane.errors import Conflict, Forbidden, InvalidInput, NotFound
 from controlplane.identity import Actor, actor_for, user_roles
-from controlplane.models import ApiKey
+from controlplane.models import ApiKey, AuditEvent
 from policy.bundles import PolicyBundle, governance_bundle
 from policy.services import decision_input, policy_decide
 from runs.engine.released import released_workflow
@@ -32,6 +32,7 @@ from .notifiers import notify_on_commit
 
 SYSTEM = Actor("approvals", kind="system")
 DECIDE_SCOPE = "approvals:decide"
+PENDING_ACTION_TYPE = PendingAction._meta.label_lower
 REASON_MAX = 2000
 ON_EXPIRE_ESCALATE, ON_EXPIRE_REJECT, ON_EXPIRE_FAIL = "escalate", "reject", "fail"
 # When the policy bundle names no escalation chain: reviewers, then platform, then admins.
@@ -51,18 +52,27 @@ def approval_request_open(*, pending: PendingAction) -> PendingAction:
         due_at=database_now_plus(_due_seconds(run, pending.state)),
     )
     pending.refresh_from_db(fields=["approvers", "approver_group", "due_at"])
-    replaced = list(
-        PendingAction.objects.filter(
-            run=run, state=pending.state, status=PendingAction.Status.SUPERSEDED, decided_at__isnull=True
+    superseded = [
+        str(pk)
+        for pk in PendingAction.objects.filter(
+            run=run, state=pending.state, status=PendingAction.Status.SUPERSEDED
         ).values_list("pk", flat=True)
+    ]
+    # The engine has just superseded the earlier request(s) of this step whose action differs;
+    # those already recorded as superseded were replaced before.
+    recorded_before = set(
+        AuditEvent.objects.filter(
+            object_type=PENDING_ACTION_TYPE, object_id__in=superseded, action="approval.superseded"
+        ).values_list("object_id", flat=True)
     )
+    replaced = [int(pk) for pk in superseded if pk not in recorded_before]
     if replaced:
-        PendingAction.objects.filter(pk__in=replaced).update(decided_at=Now())
+        PendingAction.objects.filter(pk__in=replaced, decided_at__isnull=True).update(decided_at=Now())
     for old in replaced:
         record(
             SYSTEM,
             "approval.superseded",
-            ObjectRef("runs.pendingaction", str(old)),
+            ObjectRef(PENDING_ACTION_TYPE, str(old)),
             {"replaced_by": pending.pk, "action_hash": pending.action_hash},
             **_audit_ids(run),
         )
@@ -159,6 +169,7 @@ def _decide_under_lock(
     )
     if not approve:
         pending_action_decide(pending_action_id=pending.pk, approved=False, actor=actor, reason=reason)
+        pending.status = PendingAction.Status.REJECTED
         notify_on_commit("decided", pending, decision=recorded)
     elif pending.stage + 1 < len(pending.approvers):
         # This group has signed; the next one in the signing order decides now.
@@ -342,3 +353,25 @@ def _clearance(user: AbstractBaseUser) -> int:
 
 def _audit_ids(run: Run) -> dict[str, Any]:
     return {"trace_id": run.trace_id, "run_id": run.pk, "release_id": run.release_id}
+
+
+@transaction.atomic
+def reviewer_clearance_set(*, user: AbstractBaseUser, level: int, actor: Actor) -> ReviewerClearance:
+    """Clear a reviewer for data up to `level` (audited: it widens or narrows what they decide)."""
+    if level not in ReviewerClearance.Level.values:
+        raise InvalidInput(f"Unknown clearance level {level!r}.")
+    clearance, _ = ReviewerClearance.objects.select_for_update().get_or_create(user=user)
+    previous = clearance.level
+    clearance.level, clearance.updated_at = level, Now()
+    clearance.save(update_fields=["level", "updated_at"])
+    record(
+        actor,
+        "reviewer.clearance_set",
+        clearance,
+        {
+            "user": user.get_username(),
+            "from": ReviewerClearance.Level(previous).label,
+            "to": ReviewerClearance.Level(level).label,
+        },
+    )
+    return clearance

@@ -1,0 +1,89 @@
+import django_filters
+from drf_spectacular.utils import extend_schema
+from rest_framework import generics, status
+from rest_framework.request import Request
+from rest_framework.response import Response
+from rest_framework.views import APIView
+
+from controlplane.api.permissions import ScopedRolePermission, api_key_of
+from controlplane.identity import ADMIN, AUDITOR, PLATFORM, REVIEWER
+from runs.models import PendingAction
+
+from .. import selectors, services
+from .serializers import (
+    ApprovalDetailSerializer,
+    ApprovalListSerializer,
+    DecisionInputSerializer,
+    DecisionRecordedSerializer,
+)
+
+READERS = (REVIEWER, PLATFORM, AUDITOR, ADMIN)
+# Approver groups are role groups: reviewers first, platform and admins by escalation.
+DECIDERS = (REVIEWER, PLATFORM, ADMIN)
+
+
+class ApprovalFilter(django_filters.FilterSet):
+    status = django_filters.ChoiceFilter(choices=PendingAction.Status.choices)
+    workflow = django_filters.CharFilter()
+    sensitivity = django_filters.ChoiceFilter(
+        field_name="sensitivity_rank",
+        choices=[(name, name) for name in PendingAction.SENSITIVITY_RANKS],
+        method="filter_rank",
+    )
+    risk = django_filters.ChoiceFilter(
+        field_name="risk_rank", choices=[(r.label, r.label) for r in PendingAction.Risk], method="filter_rank"
+    )
+
+    class Meta:
+        model = PendingAction
+        fields = ["status", "workflow", "sensitivity", "risk"]
+
+    def filter_rank(self, queryset, name, value):
+        ranks = (
+            PendingAction.SENSITIVITY_RANKS
+            if name == "sensitivity_rank"
+            else {r.label: r.value for r in PendingAction.Risk}
+        )
+        return queryset.filter(**{name: ranks[value]})
+
+
+class ApprovalListView(generics.ListAPIView):
+    """Approval requests the caller may see, newest first: `?status=pending` is the inbox."""
+
+    permission_classes = [ScopedRolePermission]
+    required_scopes = {"GET": "approvals:read"}
+    required_roles = {"GET": READERS}
+    serializer_class = ApprovalListSerializer
+    filterset_class = ApprovalFilter
+    filter_backends = [django_filters.rest_framework.DjangoFilterBackend]
+
+    def get_queryset(self):
+        return selectors.requests_visible_to(self.request.user).select_related("run", "requested_by")
+
+
+class ApprovalDetailView(generics.RetrieveAPIView):
+    permission_classes = [ScopedRolePermission]
+    required_scopes = {"GET": "approvals:read"}
+    required_roles = {"GET": READERS}
+    serializer_class = ApprovalDetailSerializer
+
+    def get_object(self) -> PendingAction:
+        return selectors.request_for(self.request.user, self.kwargs["pk"])
+
+
+class ApprovalDecisionView(APIView):
+    """Approve or reject: bound to the exact action the request proposes; policy
+    `approval.decide` is asked every time (the requester and the agent never decide)."""
+
+    permission_classes = [ScopedRolePermission]
+    required_scopes = {"POST": "approvals:decide"}
+    required_roles = {"POST": DECIDERS}
+
+    @extend_schema(request=DecisionInputSerializer, responses={201: DecisionRecordedSerializer})
+    def post(self, request: Request, pk: int) -> Response:
+        serializer = DecisionInputSerializer(data=request.data)
+        serializer.is_valid(raise_exception=True)
+        recorded = services.approval_decide(
+            pending_action_id=pk, user=request.user, api_key=api_key_of(request), **serializer.validated_data
+        )
+        return Response(DecisionRecordedSerializer(recorded).data, status=status.HTTP_201_CREATED)

@@ -1,0 +1,182 @@
+"""/api/v1/approvals: the caller's view, the detail a reviewer needs, and decisions."""
+
+import pytest
+from django.contrib.auth.models import Group
+from django.db import connection
+from django.test.utils import CaptureQueriesContext
+
+from approvals.models import ApprovalDecision
+from controlplane.identity import REVIEWER
+from registry.models import Agent
+from runs.models import PendingAction, Run
+from tests.factories import RunFactory
+
+from .scenarios import clear
+
+pytestmark = pytest.mark.django_db
+READ, DECIDE = ("approvals:read",), ("approvals:read", "approvals:decide")
+
+
+def decision_url(pending) -> str:
+    return f"/api/v1/approvals/{pending.pk}/decision"
+
+
+def handoff(requester, n: int = 1, sensitivity: str = "internal") -> list[PendingAction]:
+    """Requests on built-in runs handed to a human: cheap to make in numbers."""
+    made = []
+    for _ in range(n):
+        run = RunFactory(requested_by=requester, status=Run.Status.WAITING_APPROVAL, sensitivity=sensitivity)
+        made.append(
+            PendingAction.objects.create(
+                run=run,
+                state="classify",
+                reasons=["classify handed the case to a human"],
+                proposed_action={"handoff": "classify"},
+                action_hash=f"{run.pk.hex:0<64}",
+                approvers=["reviewer"],
+            )
+        )
+    return made
+
+
+def test_the_pending_list_is_the_callers_inbox_with_a_constant_number_of_queries(
+    client_for, reviewer, requester
+):
+    client = client_for(reviewer, READ)
+    client.get("/api/v1/approvals")  # the key's first use is recorded once: not part of the count
+    handoff(requester, 2)
+    with CaptureQueriesContext(connection) as few:
+        first = client.get("/api/v1/approvals?status=pending")
+    handoff(requester, 8)
+    with CaptureQueriesContext(connection) as many:
+        second = client.get("/api/v1/approvals?status=pending")
+    assert first.status_code == 200 and len(first.json()["results"]) == 2
+    assert len(second.json()["results"]) == 10
+    assert len(many) == len(few)
+
+
+def test_filters_by_workflow_sensitivity_and_risk(client_for, reviewer, requester, parked):
+    clear(reviewer, "confidential")
+    handoff(requester, 1, sensitivity="confidential")
+    parked()
+    client = client_for(reviewer, READ)
+    rows = client.get("/api/v1/approvals?status=pending").json()["results"]
+    assert len(rows) == 2
+    by_workflow = client.get("/api/v1/approvals?workflow=support_case_resolution").json()["results"]
+    assert [row["state"] for row in by_workflow] == ["commit"]
+    assert [r["state"] for r in client.get("/api/v1/approvals?risk=high").json()["results"]] == ["commit"]
+    confidential = client.get("/api/v1/approvals?sensitivity=confidential").json()["results"]
+    assert [row["state"] for row in confidential] == ["classify"]
+    bad = client.get("/api/v1/approvals?risk=extreme")
+    assert bad.status_code == 422 and bad["Content-Type"] == "application/problem+json"
+
+
+def test_the_detail_holds_everything_a_reviewer_needs(client_for, reviewer, parked):
+    pending = parked()
+    body = client_for(reviewer, READ).get(f"/api/v1/approvals/{pending.pk}").json()
+    assert body["original_input"] == pending.run.input
+    assert [step["state"] for step in body["steps"]] == ["triage", "retrieve", "draft", "validate", "approve"]
+    assert body["proposed_action"]["tool"] == "crm.update_case"
+    assert body["action_hash"] == pending.action_hash
+    assert any("irreversible" in reason for reason in body["reasons"])
+    assert body["risk_level"] == "high" and body["risk"]["side_effect"] == "irreversible"
+    assert body["approvers"] == ["reviewer"] and body["quorum"] == 1 and body["decisions"] == []
+    assert body["due_at"] and body["requested_by"] == "requester" and body["status"] == "pending"
+
+
+def test_a_reviewer_approves_over_the_api_and_the_run_resumes(client_for, reviewer, parked):
+    pending = parked()
+    response = client_for(reviewer, DECIDE).post(
+        decision_url(pending), {"decision": "approve", "reason": "ok"}, format="json"
+    )
+    assert response.status_code == 201, response.json()
+    body = response.json()
+    assert body["request_status"] == "approved" and body["reviewer"] == "reviewer"
+    assert body["action_hash"] == pending.action_hash
+    assert Run.objects.get(pk=pending.run_id).status == Run.Status.QUEUED
+    again = client_for(reviewer, DECIDE).post(decision_url(pending), {"decision": "approve"}, format="json")
+    assert again.status_code == 409 and "already approved" in again.json()["detail"]
+
+
+def test_bad_decisions_are_clear_4xx(client_for, reviewer, parked):
+    pending = parked()
+    client = client_for(reviewer, DECIDE)
+    no_reason = client.post(decision_url(pending), {"decision": "reject"}, format="json")
+    assert no_reason.status_code == 422 and "reason" in no_reason.json()["detail"]
+    unknown = client.post(decision_url(pending), {"decision": "approve", "extra": 1}, format="json")
+    assert unknown.status_code == 422
+    wrong = client.post(decision_url(pending), {"decision": "yes"}, format="json")
+    assert wrong.status_code == 422
+    missing = client.post("/api/v1/approvals/999999/decision", {"decision": "approve"}, format="json")
+    assert missing.status_code == 404
+    assert not ApprovalDecision.objects.exists()
+
+
+@pytest.mark.parametrize(
+    ("who", "scopes", "read", "decide"),
+    [
+        ("anonymous", None, 401, 401),
+        ("requester", DECIDE, 403, 403),  # no reviewer role
+        ("requester_reviewer", DECIDE, 404, 403),  # a reviewer, but their own request
+        ("agent", DECIDE, 403, 403),
+        ("agent_reviewer", DECIDE, 404, 403),  # an agent put in the reviewer group still cannot decide
+        ("other_group", DECIDE, 404, 403),
+        ("low_clearance", DECIDE, 404, 403),
+        ("auditor", DECIDE, 200, 403),  # reads everything, decides nothing
+        ("reviewer_read_key", READ, 200, 403),  # the key lacks approvals:decide
+        ("reviewer", DECIDE, 200, 201),
+    ],
+)
+def test_permission_matrix(
+    who, scopes, read, decide, client_for, api_client, parked, requester, reviewer, platform_user, auditor
+):
+    reviewers = Group.objects.get(name=REVIEWER)
+    agent_user = Agent.objects.get(slug="case_manager").service_user
+    pending = parked(sensitivity="confidential")
+    clear(reviewer, "confidential")
+    users = {
+        "requester": requester,
+        "requester_reviewer": requester,
+        "agent": agent_user,
+        "agent_reviewer": agent_user,
+        "other_group": platform_user,
+        "low_clearance": reviewer,
+        "auditor": auditor,
+        "reviewer_read_key": reviewer,
+        "reviewer": reviewer,
+    }
+    if who in ("requester_reviewer", "agent_reviewer"):
+        users[who].groups.add(reviewers)
+    if who == "low_clearance":
+        clear(reviewer, "internal")
+    client = api_client if who == "anonymous" else client_for(users[who], scopes)
+    assert client.get(f"/api/v1/approvals/{pending.pk}").status_code == read
+    response = client.post(decision_url(pending), {"decision": "approve", "reason": "ok"}, format="json")
+    assert response.status_code == decide, response.json()
+    assert response["Content-Type"] == ("application/json" if decide == 201 else "application/problem+json")
+    pending.refresh_from_db()
+    assert pending.status == ("approved" if decide == 201 else "pending")
+
+
+def test_refusals_carry_the_policy_reasons(client_for, requester, parked):
+    requester.groups.add(Group.objects.get(name=REVIEWER))
+    pending = parked()
+    client = client_for(requester, DECIDE)
+    response = client.post(decision_url(pending), {"decision": "approve"}, format="json")
+    assert response.status_code == 403
+    assert "requester cannot approve their own request" in response.json()["detail"]
+
+
+def test_history_lists_closed_requests_by_status(client_for, reviewer, auditor, parked):
+    pending = parked()
+    client_for(reviewer, DECIDE).post(decision_url(pending), {"decision": "approve"}, format="json")
+    rows = client_for(auditor, READ).get("/api/v1/approvals?status=approved").json()["results"]
+    assert [row["id"] for row in rows] == [pending.pk]
+    assert client_for(auditor, READ).get("/api/v1/approvals?status=pending").json()["results"] == []
+
+
+def test_the_endpoints_are_in_the_openapi_schema(client, admin_user):
+    client.force_login(admin_user)
+    schema = client.get("/api/schema/", HTTP_ACCEPT="application/json").content.decode()
+    for path in ("/api/v1/approvals", "/api/v1/approvals/{id}", "/api/v1/approvals/{id}/decision"):
+        assert path in schema
