@@ -19,6 +19,7 @@ import hashlib
 import json
 import sys
 import zipfile
+import zlib
 from pathlib import Path
 
 from cryptography.exceptions import InvalidSignature
@@ -27,6 +28,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
 SIGNATURE_BYTES = 88
 SIGNATURE_FILES = {"manifest.json", "manifest.sig"}
+_UNREADABLE = (zipfile.BadZipFile, KeyError, OSError, EOFError, ValueError, NotImplementedError, zlib.error)
 
 
 class Failed(Exception):
@@ -38,7 +40,7 @@ def verify_package(path: Path, trusted_key_pem: bytes | None = None) -> dict:
     data = path.read_bytes()
     try:
         archive = zipfile.ZipFile(path)
-    except (zipfile.BadZipFile, OSError) as error:
+    except _UNREADABLE as error:
         raise Failed(f"not a readable package: {error}") from error
     with archive:
         names = set(archive.namelist())
@@ -73,7 +75,7 @@ def verify_package(path: Path, trusted_key_pem: bytes | None = None) -> dict:
 def _read(archive: zipfile.ZipFile, name: str) -> bytes:
     try:
         return archive.read(name)
-    except (zipfile.BadZipFile, KeyError, OSError, EOFError) as error:  # a CRC mismatch is a BadZipFile
+    except _UNREADABLE as error:  # a CRC mismatch is a BadZipFile, corrupt deflate data a zlib.error
         raise Failed(f"{name} cannot be read: {error}") from error
 
 
@@ -93,10 +95,13 @@ def _raw(key: Ed25519PublicKey) -> bytes:
 
 def _signed(key: Ed25519PublicKey, message: bytes, signature: bytes) -> bool:
     try:
-        key.verify(base64.b64decode(signature, validate=True), message)
+        raw = base64.b64decode(signature, validate=True)
+        key.verify(raw, message)
     except (InvalidSignature, ValueError):
         return False
-    return True
+    # Base64 has spare bits in its last character: only the canonical spelling is accepted, so
+    # that no byte of a signature can change without failing.
+    return base64.b64encode(raw) == signature
 
 
 def _canonical(statement: dict) -> bytes:

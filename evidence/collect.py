@@ -12,8 +12,9 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from datetime import datetime
 
-from django.db.models import Q, QuerySet
+from django.db.models import Prefetch, Q, QuerySet
 
+from approvals.models import ApprovalDecision
 from controlplane.canonical import digest
 from controlplane.models import AuditEvent
 from policy.models import PolicyDecision
@@ -129,7 +130,13 @@ def _batch_evidence(batch: list[Run]) -> Iterator[dict]:
     decisions = _decisions_by_run(batch, run_ids)
     events = _by_run(AuditEvent.objects.filter(run_id__in=run_ids).order_by("seq"))
     effects = _by_run(Effect.objects.filter(run_id__in=run_ids).order_by("pk"))
-    pending = _by_run(PendingAction.objects.filter(run_id__in=run_ids).order_by("pk"))
+    pending = _by_run(
+        PendingAction.objects.filter(run_id__in=run_ids)
+        .prefetch_related(
+            Prefetch("decisions", ApprovalDecision.objects.select_related("reviewer").order_by("pk"))
+        )
+        .order_by("pk")
+    )
     for run in batch:
         key = str(run.pk)
         yield _one_run(
@@ -231,6 +238,19 @@ def _one_run(run, release, decisions, events, effects, pending) -> dict:
                     "quorum": p.quorum,
                     "created_at": p.created_at.isoformat(),
                     "decided_at": p.decided_at.isoformat() if p.decided_at else None,
+                    "reviews": [
+                        {
+                            "reviewer": review.reviewer.get_username(),
+                            "decision": review.decision,
+                            "reason": review.reason,
+                            "approver_group": review.approver_group,
+                            "action_hash": review.action_hash,
+                            "policy_decision": review.policy_decision_id,
+                            "credential": review.credential or None,
+                            "at": review.created_at.isoformat(),
+                        }
+                        for review in p.decisions.all()
+                    ],
                 }
                 for p in pending
             ],

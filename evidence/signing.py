@@ -55,10 +55,11 @@ def sign(message: bytes) -> str:
 def signature_valid(message: bytes, signature: str, public_key: Ed25519PublicKey | None = None) -> bool:
     key = public_key or signing_key().public_key()
     try:
-        key.verify(base64.b64decode(signature, validate=True), message)
+        raw = base64.b64decode(signature, validate=True)
+        key.verify(raw, message)
     except (InvalidSignature, ValueError):
         return False
-    return True
+    return base64.b64encode(raw).decode() == signature  # the canonical spelling only
 
 
 def _local_key_pem() -> str:

@@ -217,3 +217,17 @@ def test_dockerignore_keeps_local_state_out_of_the_image():
     ignored = {line.strip() for line in (ROOT / ".dockerignore").read_text().splitlines()}
     assert {".venv", "var", ".git", "test-artifacts"} <= ignored
     assert ignored & {"__pycache__", "**/__pycache__"}
+
+
+@pytest.mark.parametrize("service", APP_SERVICES)
+def test_app_services_read_the_evidence_signing_key_from_a_secret(service):
+    definition = _service(service)
+    assert "evidence_signing_key" in definition["secrets"]
+    assert _environment(definition)["EVIDENCE_SIGNING_KEY_FILE"] == "/run/secrets/evidence_signing_key"
+    assert _load_compose()["secrets"]["evidence_signing_key"]["file"] == "./evidence_signing_key.pem"
+
+
+def test_web_and_worker_share_the_evidence_export_volume():
+    export_dir = _environment(_service("web"))["EVIDENCE_EXPORT_DIR"]
+    for service in ("web", "worker"):
+        assert f"evidence-exports:{export_dir}" in _service(service)["volumes"]

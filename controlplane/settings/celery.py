@@ -6,6 +6,7 @@ so losing one never loses a run (the sweeper re-enqueues expired leases).
 
 from .approvals import APPROVAL_ESCALATION_INTERVAL_SECONDS
 from .env import VAR_DIR, env
+from .evidence import AUDIT_CHECKPOINT_INTERVAL_SECONDS
 
 REDIS_URL = env.str("REDIS_URL", default="")
 
@@ -55,6 +56,10 @@ CELERY_BEAT_SCHEDULE = {
     "escalate-due-approvals": {
         "task": "approvals.tasks.escalate_due_approvals",
         "schedule": APPROVAL_ESCALATION_INTERVAL_SECONDS,
+    },
+    "checkpoint-audit-chain": {
+        "task": "evidence.tasks.checkpoint_audit_chain",
+        "schedule": AUDIT_CHECKPOINT_INTERVAL_SECONDS,
     },
 }
 # A worker gives a run back to the queue after this long, so long runs cannot starve others.

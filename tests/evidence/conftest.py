@@ -7,6 +7,7 @@ from pathlib import Path
 import pytest
 from django.conf import settings
 
+from approvals.services import approval_decide
 from controlplane.identity import actor_for
 from evidence.collect import Scope
 from evidence.services import evidence_prepare
@@ -62,11 +63,11 @@ def approved_and_compensated_run(publish, requester, reviewer, tool_server, sett
     ).run
     run = advance(run)
     assert run.status == Run.Status.WAITING_APPROVAL
-    services.pending_action_decide(
+    approval_decide(
         pending_action_id=run.pending_actions.get().pk,
-        approved=True,
-        actor=actor_for(reviewer),
+        decision="approve",
         reason="customer was charged twice",
+        user=reviewer,
     )
     assert advance(run).current_state == "ship"  # charged
     tool_server.fail_next(1, 400)  # the shipment is refused: no retry

@@ -37,6 +37,14 @@ def test_a_runs_evidence_answers_the_six_questions(approved_and_compensated_run,
     # 5. who approved it
     [request] = entry["approvals"]["requests"]
     assert request["status"] == "approved" and request["proposed_action"]["tool"] == "payments.charge"
+    [review] = request["reviews"]
+    assert (review["reviewer"], review["decision"], review["approver_group"]) == (
+        "reviewer",
+        "approve",
+        "reviewer",
+    )
+    assert review["action_hash"] == request["action_hash"] and review["policy_decision"] is not None
+    assert review["policy_decision"] in [d["id"] for d in entry["policy"]["decisions"]]
     [decision] = entry["approvals"]["decisions"]
     assert decision["actor"] == "user:reviewer" and decision["decision"] == "approved"
     assert (
@@ -75,7 +83,7 @@ def test_changing_any_byte_of_a_package_fails_verification(approved_and_compensa
     path = tmp_path / "package.zip"
     path.write_bytes(data)
     verifier.verify_package(path)
-    positions = [*range(0, len(data), max(1, len(data) // 150)), len(data) - 1, len(data) - 89]
+    positions = [*range(0, len(data), max(1, len(data) // 150)), *range(len(data) - 90, len(data))]
     for position in positions:
         tampered = bytearray(data)
         tampered[position] ^= 0x01
@@ -131,3 +139,21 @@ def test_a_release_scope_carries_the_release_and_its_runs(approved_and_compensat
     evidence = evidence_json(package_bytes(Scope(release_id=run.release_id), "json", auditor))
     assert evidence["release"]["id"] == run.release_id and evidence["release"]["controls"] == ["CM-3"]
     assert [entry["run"]["id"] for entry in evidence["runs"]] == [str(run.pk)]
+
+
+def test_collecting_evidence_takes_the_same_queries_for_few_or_many_runs(auditor):
+    from django.db import connection
+    from django.test.utils import CaptureQueriesContext
+
+    from evidence.collect import run_evidence
+    from tests.factories import RunFactory
+
+    def queries_for(count: int) -> int:
+        runs = RunFactory.create_batch(count)
+        scope = Scope(since=min(run.created_at for run in runs))
+        with CaptureQueriesContext(connection) as captured:
+            collected = list(run_evidence(scope.runs()))
+        assert len(collected) >= count
+        return len(captured)
+
+    assert queries_for(2) == queries_for(12)
