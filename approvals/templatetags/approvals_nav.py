@@ -1,0 +1,12 @@
+"""The navigation's count of the approval requests waiting for the signed-in user."""
+
+from django import template
+
+from .. import selectors
+
+register = template.Library()
+
+
+@register.inclusion_tag("approvals/_partials/nav_count.html", takes_context=True)
+def pending_approvals_count(context: template.Context) -> dict:
+    return {"count": selectors.pending_count_for(context["request"].user)}

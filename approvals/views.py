@@ -1,0 +1,190 @@
+"""Reviewer pages: the approval inbox (a list beside a detail panel), decisions, the history.
+
+Everything a model or a tool wrote (the input, step outputs, the proposed action's arguments)
+is untrusted text: it is rendered as JSON or plain text, always escaped by the templates. The
+inbox, its live count and the history are each a constant number of queries, however many
+requests wait.
+"""
+
+import json
+from typing import Any
+
+from django.db.models import BooleanField, ExpressionWrapper, Prefetch, Q
+from django.db.models.functions import Now
+from django.http import Http404, HttpRequest, HttpResponse
+from django.shortcuts import render
+from django.urls import reverse
+from django.utils.http import url_has_allowed_host_and_scheme
+from django.views.decorators.http import require_POST
+
+from controlplane.errors import NotFound
+from controlplane.htmx import render_page
+from controlplane.identity import ADMIN, AUDITOR, PLATFORM, REVIEWER, has_role
+from controlplane.pages import done, paged, roles_required
+from runs.models import Payload, PendingAction, StepCheckpoint
+
+from . import selectors
+from .forms import RISKS, SENSITIVITIES, SORTS, WAITING, DecisionForm, HistoryFilters, InboxFilters
+from .models import ApprovalDecision
+from .services import approval_decide
+
+# Approver groups are role groups: reviewers first, platform and admins by escalation.
+DECIDERS = (REVIEWER, PLATFORM, ADMIN)
+READERS = (*DECIDERS, AUDITOR)
+OVERDUE = ExpressionWrapper(Q(due_at__lte=Now()), output_field=BooleanField())
+
+
+def _json(value: Any) -> str:
+    """Readable JSON; the template escapes it like any other text."""
+    return json.dumps(value, indent=2, ensure_ascii=False, default=str)
+
+
+@roles_required(*DECIDERS)
+def inbox(request: HttpRequest) -> HttpResponse:
+    filters = InboxFilters(request.GET)
+    requests = filters.apply(selectors.pending_for(request.user)).annotate(overdue=OVERDUE)
+    context = {
+        "page": paged(request, requests),
+        "filters": filters,
+        "chosen": filters.chosen,
+        # A callable: only the whole page asks for it, not the rows' refresh every 10 seconds.
+        "workflows": lambda: _workflows(request),
+        "risks": RISKS,
+        "sensitivities": SENSITIVITIES,
+        "waiting": [(key, label) for key, (label, *_) in WAITING.items()],
+        "sorts": [(key, label) for key, (label, _) in SORTS.items()],
+    }
+    return render_page(request, "approvals/inbox.html", "approvals/_partials/inbox_rows.html", context)
+
+
+def _workflows(request: HttpRequest) -> list[str]:
+    return list(
+        selectors.pending_for(request.user).order_by("workflow").values_list("workflow", flat=True).distinct()
+    )
+
+
+def pending_count(request: HttpRequest) -> HttpResponse:
+    """The navigation's live count (polled). Signed out: nothing to swap, rather than the login page."""
+    if not request.user.is_authenticated or not has_role(request.user, *DECIDERS):
+        return HttpResponse(status=204)
+    return render(
+        request, "approvals/_partials/nav_count.html", {"count": selectors.pending_count_for(request.user)}
+    )
+
+
+def _request_or_404(request: HttpRequest, pk: int) -> PendingAction:
+    try:
+        return selectors.request_for(request.user, pk)
+    except NotFound as error:
+        raise Http404(error.detail) from error
+
+
+@roles_required(*READERS)
+def request_detail(request: HttpRequest, pk: int) -> HttpResponse:
+    """The detail panel (htmx, beside the list) or the whole page (without JavaScript)."""
+    context = _panel_context(request, _request_or_404(request, pk))
+    return render_page(request, "approvals/detail.html", "approvals/_partials/panel.html", context)
+
+
+@roles_required(*DECIDERS)
+@require_POST
+def request_decide(request: HttpRequest, pk: int) -> HttpResponse:
+    pending = _request_or_404(request, pk)
+    form = DecisionForm(request.POST)
+    recorded = form.submit(
+        lambda data: approval_decide(pending_action_id=pending.pk, user=request.user, **data)
+    )
+    if recorded is not None:
+        return done(request, _back_to_inbox(request), _decided_message(recorded))
+    # Refused or too late: the panel again, as it is now, with the reason why.
+    context = _panel_context(request, _request_or_404(request, pk), decision_form=form)
+    response = render_page(request, "approvals/detail.html", "approvals/_partials/panel.html", context)
+    response.status_code = form.status_code
+    return response
+
+
+def _back_to_inbox(request: HttpRequest) -> str:
+    """The inbox as the reviewer left it (filters and sort), never another site."""
+    back = request.POST.get("next", "")
+    inbox_url = reverse("approval-inbox")
+    if back.startswith(inbox_url) and url_has_allowed_host_and_scheme(back, allowed_hosts=None):
+        return back
+    return inbox_url
+
+
+def _decided_message(recorded: ApprovalDecision) -> str:
+    pending = recorded.pending_action
+    what = f"request #{pending.pk} ({pending.workflow}, {pending.state})"
+    if pending.status == PendingAction.Status.APPROVED:
+        return f"Approved {what}: the run resumes."
+    if pending.status == PendingAction.Status.REJECTED:
+        return f"Rejected {what}: the run follows its rejection path."
+    return (
+        f"Your approval of {what} is recorded ({pending.approvals} of {pending.quorum}); "
+        f"it now waits for the {pending.approver_group} group."
+    )
+
+
+def _panel_context(request: HttpRequest, pending: PendingAction, **forms) -> dict:
+    run = pending.run
+    checkpoints = list(run.checkpoints.all())
+    stored = _stored_outputs(checkpoints)
+    user = request.user
+    proposed = pending.proposed_action if isinstance(pending.proposed_action, dict) else {}
+    return {
+        "pending": pending,
+        "run": run,
+        "pending_open": pending.status == PendingAction.Status.PENDING,
+        "can_decide": pending.status == PendingAction.Status.PENDING and has_role(user, *DECIDERS),
+        "is_requester": pending.requested_by_id == user.pk,
+        # The run moves on its own after a decision: follow it until it ends.
+        "follow_run": pending.status == PendingAction.Status.APPROVED and not run.is_finished,
+        "can_see_run": has_role(user, PLATFORM, AUDITOR, ADMIN) or run.requested_by_id == user.pk,
+        "can_read_decisions": has_role(user, PLATFORM, AUDITOR, ADMIN),
+        "tool": proposed.get("tool", ""),
+        "arguments_json": _json(proposed.get("args", proposed)),
+        "proposed_json": _json(pending.proposed_action),
+        "input_json": _json(run.input),
+        "risk": pending.risk if isinstance(pending.risk, dict) else {},
+        "steps": [_step(checkpoint, stored) for checkpoint in checkpoints],
+        "decisions": list(pending.decisions.all()),
+        "decision_form": DecisionForm(),
+        "next": request.GET.get("next", ""),
+        **forms,
+    }
+
+
+def _stored_outputs(checkpoints: list[StepCheckpoint]) -> dict[str, Any]:
+    """Large outputs are kept once, by digest: fetch all of this run's in one query."""
+    refs = [checkpoint.output["$ref"] for checkpoint in checkpoints if _is_reference(checkpoint.output)]
+    if not refs:
+        return {}
+    return dict(Payload.objects.filter(pk__in=refs).values_list("digest", "content"))
+
+
+def _is_reference(output: Any) -> bool:
+    return isinstance(output, dict) and set(output) == {"$ref", "size"}
+
+
+def _step(checkpoint: StepCheckpoint, stored: dict[str, Any]) -> dict:
+    output = checkpoint.output
+    if _is_reference(output) and output["$ref"] in stored:
+        output = stored[output["$ref"]]
+    details = checkpoint.details if isinstance(checkpoint.details, dict) else {}
+    return {"checkpoint": checkpoint, "details": details, "output_json": _json(output)}
+
+
+@roles_required(*READERS)
+def history(request: HttpRequest) -> HttpResponse:
+    filters = HistoryFilters(request.GET)
+    requests = filters.apply(selectors.history_for(request.user)).prefetch_related(
+        Prefetch("decisions", queryset=ApprovalDecision.objects.select_related("reviewer"))
+    )
+    context = {
+        "page": paged(request, requests),
+        "filters": filters,
+        "chosen": filters.chosen,
+        "statuses": [c for c in PendingAction.Status.choices if c[0] != PendingAction.Status.PENDING],
+        "can_decide_here": has_role(request.user, *DECIDERS),
+    }
+    return render_page(request, "approvals/history.html", "approvals/_partials/history_rows.html", context)

@@ -1,0 +1,97 @@
+/* Approval inbox keyboard shortcuts: j/k move the selection, a approves, r goes to the reject reason.
+ *
+ * Progressive enhancement: every row is a link and every decision a plain form, so the inbox
+ * works without this script. Shortcuts are off while typing and with a modifier key held. */
+(function () {
+  "use strict";
+
+  const ROWS = "#approval-rows tr[data-approval-id]";
+  let selectedId = null;
+
+  function rows() {
+    return Array.from(document.querySelectorAll(ROWS));
+  }
+
+  function typing(target) {
+    return target.isContentEditable || ["INPUT", "TEXTAREA", "SELECT", "BUTTON"].includes(target.tagName);
+  }
+
+  function mark(row) {
+    for (const other of rows()) {
+      other.classList.toggle("selected", other === row);
+      other.setAttribute("aria-selected", other === row ? "true" : "false");
+    }
+  }
+
+  function select(row) {
+    selectedId = row.dataset.approvalId;
+    mark(row);
+    row.scrollIntoView({ block: "nearest" });
+    if (window.htmx) {
+      window.htmx.ajax("GET", row.dataset.panelUrl, { target: "#approval-panel", swap: "innerHTML" });
+    }
+  }
+
+  function move(step) {
+    const all = rows();
+    if (!all.length) return;
+    const current = all.findIndex((row) => row.dataset.approvalId === selectedId);
+    const next = current === -1 ? (step > 0 ? 0 : all.length - 1) : current + step;
+    select(all[Math.max(0, Math.min(all.length - 1, next))]);
+  }
+
+  /* The panel's decision form, only when the panel shows the selected request. */
+  function panelForm(selector) {
+    const panel = document.querySelector("#approval-panel [data-approval-id]");
+    if (!panel || (selectedId !== null && panel.dataset.approvalId !== selectedId)) return null;
+    return panel.querySelector(selector);
+  }
+
+  document.addEventListener("keydown", (event) => {
+    if (event.altKey || event.ctrlKey || event.metaKey || typing(event.target)) return;
+    if (!document.querySelector("#approval-rows, #approval-panel")) return;
+    let form;
+    switch (event.key) {
+      case "j":
+        move(1);
+        break;
+      case "k":
+        move(-1);
+        break;
+      case "a":
+        form = panelForm("form.approve-form");
+        if (!form) return;
+        form.requestSubmit();
+        break;
+      case "r":
+        form = panelForm("form.reject-form textarea[name=reason]");
+        if (!form) return;
+        form.focus();
+        break;
+      default:
+        return;
+    }
+    event.preventDefault();
+  });
+
+  /* A click on a row's link opens it in the panel: remember it as the selection. */
+  document.addEventListener("click", (event) => {
+    const row = event.target.closest && event.target.closest(ROWS);
+    if (row) {
+      selectedId = row.dataset.approvalId;
+      mark(row);
+    }
+  });
+
+  /* The rows refresh themselves every few seconds: keep the selection across the swap. */
+  document.addEventListener("htmx:afterSwap", () => {
+    const row = rows().find((candidate) => candidate.dataset.approvalId === selectedId);
+    if (row) mark(row);
+  });
+
+  /* A page opened on one request (the detail page) starts with it selected. */
+  document.addEventListener("DOMContentLoaded", () => {
+    const panel = document.querySelector("#approval-panel [data-approval-id]");
+    if (panel) selectedId = panel.dataset.approvalId;
+  });
+})();
