@@ -8,7 +8,9 @@ from ..models import ApprovalDecision
 
 
 class DecisionInputSerializer(StrictInputSerializer):
-    decision = serializers.ChoiceField(choices=ApprovalDecision.Verdict.values)
+    """A reviewer's decision on the action a request proposes."""
+
+    decision = serializers.ChoiceField(choices=ApprovalDecision.Verdict.choices)
     reason = serializers.CharField(
         required=False, allow_blank=True, default="", max_length=2000, help_text="Required to reject."
     )

@@ -159,6 +159,7 @@ SPECTACULAR_SETTINGS = {
     "ENUM_NAME_OVERRIDES": {
         "RunStatusEnum": "runs.models.Run.Status",
         "AgentStatusEnum": "registry.models.Agent.Status",
+        "ApprovalStatusEnum": "runs.models.PendingAction.Status",
     },
 }
 
