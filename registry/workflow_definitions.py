@@ -4,6 +4,10 @@ The definition is a state machine. Each step names what may run in it (an agent,
 or a human gate) and the states it may hand over to; a transition that is not declared
 here can never happen at run time. Problems are reported all at once, each with a path
 such as `$.steps[3].next[1]`, and nothing is published while any remains.
+
+A `map` step fans out: it runs its agent or tool once per element of a list (an expression
+over the run's facts), at most `concurrency` at once, and hands the ordered branch outputs
+to its next state, the reduce step.
 """
 
 from collections.abc import Callable
@@ -22,6 +26,28 @@ _NAME = {"type": "string", "pattern": NAME_PATTERN}
 _STEP_NAME = {"type": "string", "pattern": r"^[a-z][a-z0-9_]{0,63}$"}
 _TARGET = {"type": "string", "minLength": 1, "maxLength": 64}
 _CONDITION = {"type": "string", "minLength": 1, "maxLength": 500}
+MAX_MAP_CONCURRENCY = 50
+MAX_MAP_ITEMS = 1000
+_MAP_SCHEMA = {
+    "type": "object",
+    "required": ["over"],
+    "additionalProperties": False,
+    "properties": {
+        "over": _CONDITION,
+        "as": {"type": "string", "pattern": r"^[a-z][a-z0-9_]{0,63}$"},
+        "concurrency": {"type": "integer", "minimum": 1, "maximum": MAX_MAP_CONCURRENCY},
+        "agent": _NAME,
+        "tool": _NAME,
+        "prompt": _NAME,
+        "model_config": _NAME,
+        "args": {"type": "object"},
+        "idempotency_key": {"type": "string", "minLength": 1, "maxLength": 100},
+        "reconcile_before_retry": {"type": "boolean"},
+        "compensate": _NAME,
+        "output_schema": {"type": "object"},
+        "timeout_s": {"type": "number", "exclusiveMinimum": 0, "maximum": 86400},
+    },
+}
 
 _STEP_SCHEMA = {
     "type": "object",
@@ -68,6 +94,7 @@ _STEP_SCHEMA = {
         "compensate": _NAME,
         "output_schema": {"type": "object"},
         "args": {"type": "object"},
+        "map": _MAP_SCHEMA,
     },
 }
 _DEFINITION_SCHEMA = {
@@ -162,8 +189,10 @@ def structure_problems(definition: Any) -> list[Problem]:
         if step["name"] in RESERVED_TARGETS:
             problems.append(Problem(f"{path}.name", f"{step['name']!r} is reserved"))
         seen.add(step["name"])
-        if not ({"agent", "tool", "human_if"} & step.keys()):
-            problems.append(Problem(path, f"step {step['name']!r} needs an agent, a tool or human_if"))
+        if "map" in step:
+            problems += _map_problems(definition, index, path)
+        elif not ({"agent", "tool", "human_if"} & step.keys()):
+            problems.append(Problem(path, f"step {step['name']!r} needs an agent, a tool, human_if or map"))
         for target_path, target in _targets(step, path):
             if target not in names and target not in RESERVED_TARGETS:
                 problems.append(Problem(target_path, f"transition to undefined state {target!r}"))
@@ -180,6 +209,40 @@ def structure_problems(definition: Any) -> list[Problem]:
             problems += schema_problems(step["output_schema"], f"{path}.output_schema")
     if not problems:
         problems += _unreachable(definition)
+    return problems
+
+
+def _map_problems(definition: dict, index: int, path: str) -> list[Problem]:
+    """A map step names one agent or tool inside `map`, and hands its outputs to a step."""
+    step, spec = definition["steps"][index], definition["steps"][index]["map"]
+    problems = []
+    beside = sorted({"agent", "tool", "human_if", "args"} & step.keys())
+    if beside:
+        problems.append(
+            Problem(f"{path}.{beside[0]}", f"a map step declares {beside[0]!r} inside `map`, not beside it")
+        )
+    runs = {"agent", "tool"} & spec.keys()
+    if not runs:
+        problems.append(Problem(f"{path}.map", "a map step needs an agent or a tool to run on each element"))
+    elif runs == {"agent"} and "args" in spec:
+        problems.append(Problem(f"{path}.map.args", "args are given to a tool; this map runs an agent"))
+    try:
+        parse(spec["over"])
+    except ExpressionError as error:
+        problems.append(Problem(f"{path}.map.over", f"cannot parse expression {spec['over']!r}: {error}"))
+    for name, value in spec.get("args", {}).items():
+        if isinstance(value, str) and value.startswith("="):
+            try:
+                parse(value[1:])
+            except ExpressionError as error:
+                problems.append(Problem(f"{path}.map.args.{name}", f"cannot parse expression: {error}"))
+    names = {other["name"] for other in definition["steps"]}
+    if not any(target in names for target in next_states(definition, index)):
+        where = f"{path}.next" if "next" in step else path
+        reason = f"map step {step['name']!r} needs a next state (a step) to reduce its branch outputs"
+        problems.append(Problem(where, reason))
+    if "output_schema" in spec:
+        problems += schema_problems(spec["output_schema"], f"{path}.map.output_schema")
     return problems
 
 
@@ -254,6 +317,12 @@ def reference_problems(definition: dict, refs: References) -> list[Problem]:
             problems.append(Problem(f"{path}.corpus", f"unknown corpus {step['corpus']!r}"))
         if "tool" in step:
             problems += _tool_step_problems(refs, step, path, acting_agent=step.get("agent") or run_as)
+        spec = step.get("map", {})
+        if "agent" in spec:
+            problems += _agent_problems(refs, spec["agent"], f"{path}.map.agent")
+        if "tool" in spec:
+            acting_agent = spec.get("agent") or run_as
+            problems += _tool_step_problems(refs, spec, f"{path}.map", acting_agent=acting_agent)
     return problems
 
 
@@ -301,11 +370,12 @@ def _tool_step_problems(refs: References, step: dict, path: str, acting_agent: s
 
 def referenced_names(definition: dict) -> dict[str, set[str]]:
     """The agents, tools and corpora a definition uses (tools include compensations)."""
-    agents = {step["agent"] for step in definition["steps"] if "agent" in step}
+    runners = [*definition["steps"], *(step["map"] for step in definition["steps"] if "map" in step)]
+    agents = {step["agent"] for step in runners if "agent" in step}
     if definition.get("run_as"):
         agents.add(definition["run_as"])
-    tools = {step["tool"] for step in definition["steps"] if "tool" in step}
-    tools |= {step["compensate"] for step in definition["steps"] if "compensate" in step}
+    tools = {step["tool"] for step in runners if "tool" in step}
+    tools |= {step["compensate"] for step in runners if "compensate" in step}
     corpora = {step["corpus"] for step in definition["steps"] if "corpus" in step}
     return {"agent": agents, "tool": tools, "corpus": corpora}
 

@@ -24,7 +24,7 @@ from registry.models import Release, ReleaseAgent
 
 from . import selectors
 from .engine.released import released_workflow
-from .models import Effect, Payload, PendingAction, Run, StepCheckpoint
+from .models import Effect, MapBranch, Payload, PendingAction, Run, StepCheckpoint
 from .services import run_cancel, run_retry
 from .services.operations import CANCELLABLE, RETRYABLE
 from .workflows import BUILTIN_WORKFLOWS
@@ -111,6 +111,7 @@ def _run_or_404(request: HttpRequest, pk: str) -> Run:
     runs = selectors.runs_visible_to(request.user).prefetch_related(
         Prefetch("checkpoints", queryset=StepCheckpoint.objects.order_by("sequence")),
         Prefetch("effects", queryset=Effect.objects.order_by("created_at", "pk")),
+        Prefetch("map_branches", queryset=MapBranch.objects.order_by("sequence", "index")),
         Prefetch(
             "pending_actions",
             queryset=PendingAction.objects.filter(status=PendingAction.Status.PENDING).order_by(
@@ -130,7 +131,8 @@ def run_detail(request: HttpRequest, pk: str) -> HttpResponse:
 
 def _run_context(request: HttpRequest, run: Run, **failed_forms) -> dict:
     checkpoints = list(run.checkpoints.all())
-    stored = _stored_outputs(checkpoints)
+    branches = list(run.map_branches.all())
+    stored = _stored_outputs([checkpoint.output for checkpoint in checkpoints] + [b.output for b in branches])
     return {
         "run": run,
         # A run parked after a failed compensation only moves when an operator acts here.
@@ -139,6 +141,7 @@ def _run_context(request: HttpRequest, run: Run, **failed_forms) -> dict:
         "budget": _budget(run),
         "diagram": _diagram(run, checkpoints),
         "steps": [_step(checkpoint, stored) for checkpoint in checkpoints],
+        "branches": [_branch(branch, stored) for branch in branches],
         "pending": [(action, _json(action.proposed_action)) for action in run.pending],
         "effects": [
             (effect, _json(effect.compensation_result) if effect.compensation_result is not None else "")
@@ -162,9 +165,9 @@ def _budget(run: Run) -> list[tuple[str, Any, Any]]:
     return [(key, spent.get(key, 0), budget.get(key)) for key in sorted({*budget, *spent})]
 
 
-def _stored_outputs(checkpoints: list[StepCheckpoint]) -> dict[str, Any]:
+def _stored_outputs(outputs: list[Any]) -> dict[str, Any]:
     """Large outputs are kept once, by digest: fetch all of this run's in one query."""
-    refs = [checkpoint.output["$ref"] for checkpoint in checkpoints if _is_reference(checkpoint.output)]
+    refs = [output["$ref"] for output in outputs if _is_reference(output)]
     if not refs:
         return {}
     return dict(Payload.objects.filter(pk__in=refs).values_list("digest", "content"))
@@ -187,6 +190,21 @@ def _step(checkpoint: StepCheckpoint, stored: dict[str, Any]) -> dict:
         "fallbacks": details.get("fallbacks") or [],
         "decision_id": decision if isinstance(decision, int) and not isinstance(decision, bool) else None,
         "output_json": _json(output),
+        "by_reference": by_reference,
+    }
+
+
+def _branch(branch: MapBranch, stored: dict[str, Any]) -> dict:
+    output = branch.output
+    by_reference = _is_reference(output)
+    if by_reference and output["$ref"] in stored:
+        output = stored[output["$ref"]]
+    details = branch.details if isinstance(branch.details, dict) else {}
+    return {
+        "branch": branch,
+        "details": details,
+        "item_json": _json(branch.item),
+        "output_json": _json(output) if branch.output is not None else "",
         "by_reference": by_reference,
     }
 

@@ -3,7 +3,7 @@ from rest_framework import serializers
 from controlplane.api.serializers import StrictInputSerializer
 from controlplane.models import AuditEvent
 
-from ..models import Run, StepCheckpoint
+from ..models import MapBranch, Run, StepCheckpoint
 
 
 class BudgetSerializer(StrictInputSerializer):
@@ -53,6 +53,24 @@ class StepSerializer(serializers.ModelSerializer):
         fields = ["sequence", "state", "output", "details", "started_at", "finished_at"]
 
 
+class BranchSerializer(serializers.ModelSerializer):
+    class Meta:
+        model = MapBranch
+        fields = [
+            "sequence",
+            "state",
+            "index",
+            "item",
+            "status",
+            "attempts",
+            "output",
+            "error",
+            "details",
+            "started_at",
+            "finished_at",
+        ]
+
+
 class RunListSerializer(serializers.ModelSerializer):
     requested_by = serializers.CharField(source="requested_by.username")
 
@@ -78,6 +96,9 @@ class RunListSerializer(serializers.ModelSerializer):
 
 class RunDetailSerializer(RunListSerializer):
     steps = StepSerializer(source="checkpoints", many=True)
+    branches = BranchSerializer(
+        source="map_branches", many=True, help_text="Branches of the run's map steps, by position and index."
+    )
 
     class Meta(RunListSerializer.Meta):
         fields = [
@@ -88,6 +109,7 @@ class RunDetailSerializer(RunListSerializer):
             "spent",
             "deadline",
             "steps",
+            "branches",
             "pending_action",
         ]
 

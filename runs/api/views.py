@@ -11,7 +11,7 @@ from controlplane.api.permissions import ScopedRolePermission, api_key_of
 from controlplane.identity import ADMIN, PLATFORM, actor_for
 
 from .. import selectors, services
-from ..models import Run, StepCheckpoint
+from ..models import MapBranch, Run, StepCheckpoint
 from .serializers import (
     AuditEventSerializer,
     CancelInputSerializer,
@@ -90,7 +90,9 @@ class RunDetailView(generics.RetrieveAPIView):
 
     def get_queryset(self):
         return selectors.runs_visible_to(self.request.user).prefetch_related(
-            Prefetch("checkpoints", queryset=StepCheckpoint.objects.order_by("sequence")), "pending_actions"
+            Prefetch("checkpoints", queryset=StepCheckpoint.objects.order_by("sequence")),
+            Prefetch("map_branches", queryset=MapBranch.objects.order_by("sequence", "index")),
+            "pending_actions",
         )
 
 

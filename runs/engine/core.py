@@ -22,7 +22,12 @@ from registry.workflow_definitions import END, FAIL, HUMAN
 
 from .. import tools
 from ..models import Effect, PendingAction, Run, StepCheckpoint
+from .common import WORKER
+from .common import add_spent as _add
+from .common import audit_ids as _audit
+from .common import locked_run as _locked
 from .envelope import build_envelope, by_reference, envelope_problems, merged_facts, resolve
+from .fanout import execute_map_step
 from .released import ReleasedWorkflow, released_workflow
 from .steps import (
     StepOutcome,
@@ -34,16 +39,14 @@ from .steps import (
 )
 
 logger = logging.getLogger(__name__)
-WORKER = "system:worker"
 
 
 def execute_released_step(run: Run, lease_token: str, enqueue) -> bool:
     """Run the current step of `run` and commit its outcome; True when another step follows now."""
     released = released_workflow(run.release_id)
-    results = {
-        state: resolve(output)
-        for state, output in run.checkpoints.order_by("sequence").values_list("state", "output")
-    }
+    completed = list(run.checkpoints.order_by("sequence").values_list("state", "output"))
+    results = {state: resolve(output) for state, output in completed}
+    sequence = len(completed) + 1  # a state visited twice has two checkpoints
     state = run.current_state
     step = released.step(state)
     allowed = released.allowed_next(state)
@@ -54,7 +57,12 @@ def execute_released_step(run: Run, lease_token: str, enqueue) -> bool:
     problems = envelope_problems(envelope)
     if problems:
         return _fail(run, lease_token, state, f"invalid envelope at {state}: {problems[0]}", enqueue)
-    outcome = _execute(run, released, step, results, started_at.timestamp())
+    if "map" in step:
+        outcome = execute_map_step(run, lease_token, step, merged_facts(run, results), sequence)
+    else:
+        outcome = _execute(run, released, step, results, started_at.timestamp())
+    if outcome.kind == "wait":  # the branches are out; the last one to settle brings the run back
+        return False
     if outcome.kind == "park":
         _park(run, lease_token, outcome)
         return False
@@ -94,7 +102,7 @@ def execute_released_step(run: Run, lease_token: str, enqueue) -> bool:
         started_at,
         enqueue,
         log_decision=log_decision,
-        sequence=len(results) + 1,
+        sequence=sequence,
     )
 
 
@@ -112,13 +120,6 @@ def _previous_agent(released: ReleasedWorkflow, results: dict) -> str | None:
         if agent:
             return agent
     return None
-
-
-def _add(spent: dict, increments: dict) -> dict:
-    total = dict(spent)
-    for key, value in increments.items():
-        total[key] = round(total.get(key, 0) + value, 6)
-    return total
 
 
 def _transition_decision(
@@ -147,15 +148,6 @@ def _transition_decision(
         trace_id=run.trace_id,
         run_id=run.pk,
     )
-
-
-def _locked(run: Run, lease_token: str) -> Run | None:
-    locked = Run.objects.select_for_update().get(pk=run.pk)
-    return locked if locked.lease_owner == lease_token else None
-
-
-def _audit(run: Run) -> dict:
-    return {"trace_id": run.trace_id, "run_id": run.pk, "release_id": run.release_id}
 
 
 def _commit_step(

@@ -63,6 +63,12 @@ ENVELOPE_SCHEMA = {
         "state": {"type": "string"},
         "source_agent": {"type": ["string", "null"]},
         "target_agent": {"type": ["string", "null"]},
+        "branch": {
+            "type": "object",
+            "required": ["index", "item"],
+            "additionalProperties": False,
+            "properties": {"index": {"type": "integer", "minimum": 0}, "item": {}},
+        },
     },
 }
 ENVELOPE_VALIDATOR = Draft202012Validator(ENVELOPE_SCHEMA)

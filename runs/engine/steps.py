@@ -27,7 +27,7 @@ _VARIABLE = re.compile(r"\{\{\s*([A-Za-z_][\w.]*)\s*\}\}")
 
 @dataclass
 class StepOutcome:
-    kind: str  # done, park, retry, fail
+    kind: str  # done, park, retry, fail; for map steps and branches also wait, cancelled
     output: dict | None = None
     next_state: str = ""
     details: dict = field(default_factory=dict)
@@ -88,11 +88,20 @@ def choose_next(step: dict, allowed: list[str], facts: dict, proposed: Any) -> t
     return allowed[0], "default"
 
 
-def execute_agent_step(run: Run, released: ReleasedWorkflow, step: dict, results: dict) -> StepOutcome:
+def execute_agent_step(
+    run: Run,
+    released: ReleasedWorkflow,
+    step: dict,
+    results: dict,
+    *,
+    facts: dict | None = None,
+    attempts: int | None = None,
+) -> StepOutcome:
+    """`facts` and `attempts` default to the run's; a map branch passes its own."""
     binding = released.agents.get(step["agent"], {})
     prompt_name = step.get("prompt") or binding.get("prompt")
     prompt = released.artifacts["prompt"][prompt_name]
-    facts = merged_facts(run, results)
+    facts = merged_facts(run, results) if facts is None else facts
     variables = {**facts, "results": results}
     requests = [
         providers.ModelRequest(
@@ -102,7 +111,9 @@ def execute_agent_step(run: Run, released: ReleasedWorkflow, step: dict, results
             prompt=render(prompt["template"], variables),
             variables=variables,
             output_schema=step.get("output_schema"),
-            idempotency_key=idempotency_key(run, step["name"], _attempt(run)),
+            idempotency_key=idempotency_key(
+                run, step["name"], _attempt(run, run.step_attempts if attempts is None else attempts)
+            ),
         )
         for name, config in released.model_chain(step.get("model_config") or binding["model_config"])
     ]
@@ -138,11 +149,11 @@ def execute_agent_step(run: Run, released: ReleasedWorkflow, step: dict, results
     return StepOutcome("done", output=reply.output, details=details, spent=spent)
 
 
-def _attempt(run: Run) -> str:
+def _attempt(run: Run, attempts: int) -> str:
     """Which attempt of the current step this is. An operator's retry restarts the count, so it
     starts a new series: a provider caching by key must answer the retried run afresh."""
     retries = AuditEvent.objects.filter(run_id=str(run.pk), action="run.retried").count()
-    return f"{retries}:{run.step_attempts}" if retries else str(run.step_attempts)
+    return f"{retries}:{attempts}" if retries else str(attempts)
 
 
 def execute_gate_step(run: Run, step: dict, results: dict) -> StepOutcome:
@@ -240,10 +251,11 @@ def tool_arguments(step: dict, spec: dict, facts: dict) -> dict:
 
 
 def execute_tool_step(
-    run: Run, released: ReleasedWorkflow, step: dict, results: dict, now: float
+    run: Run, released: ReleasedWorkflow, step: dict, results: dict, now: float, *, facts: dict | None = None
 ) -> StepOutcome:
+    """`facts` default to the run's; a map branch passes its own (with its element)."""
     spec = released.tool(step["tool"])
-    facts = merged_facts(run, results)
+    facts = merged_facts(run, results) if facts is None else facts
     try:
         args = tool_arguments(step, spec, facts)
     except (EvaluationError, ExpressionError) as error:

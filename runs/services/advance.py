@@ -20,6 +20,7 @@ from controlplane.canonical import digest
 from controlplane.dbtime import database_now, database_now_plus
 
 from ..engine.core import compensation_resume, execute_released_step, fail_crashed_step
+from ..engine.fanout import sweep_expired_branches
 from ..models import Run, StepCheckpoint
 from ..workflows import StepContext, workflow_spec
 from .queue import enqueue, enqueue_on_commit
@@ -214,7 +215,12 @@ def _release_to_queue(run_id: str, lease_token: str) -> None:
 
 
 def runs_sweep_expired_leases(*, limit: int = 500) -> int:
-    """Re-enqueue active or compensating runs whose lease expired (dead worker or lost message)."""
+    """Re-enqueue active or compensating runs, and map branches, whose lease expired (dead worker
+    or lost message); how many were sent again."""
+    return _sweep_runs(limit) + sweep_expired_branches(SWEEPER_ACTOR, limit)
+
+
+def _sweep_runs(limit: int) -> int:
     expired = list(
         Run.objects.filter(status__in=RESUMABLE_STATUSES, lease_expires_at__lt=Now())
         .order_by("lease_expires_at")

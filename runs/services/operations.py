@@ -11,7 +11,7 @@ from controlplane.canonical import digest
 from controlplane.dbtime import database_now_plus
 from controlplane.errors import Conflict
 
-from ..models import PendingAction, Run
+from ..models import MapBranch, PendingAction, Run
 from .queue import enqueue_on_commit
 
 # A dead letter or a held compensation is "cancelled" when an operator discards it.
@@ -43,6 +43,10 @@ def run_cancel(*, run: Run, actor: Any, reason: str = "") -> Run:
     PendingAction.objects.filter(run=run, status=PendingAction.Status.PENDING).update(
         status=PendingAction.Status.SUPERSEDED
     )
+    # Branches not started yet never start; a running one finishes its call and fans in nothing.
+    MapBranch.objects.filter(run=run, status__in=[MapBranch.Status.PENDING, MapBranch.Status.QUEUED]).update(
+        status=MapBranch.Status.CANCELLED, lease_expires_at=None, finished_at=Now(), updated_at=Now()
+    )
     record(actor, "run.cancelled", run, {"from": previous, "reason": reason}, **_audit(run))
     return run
 
@@ -64,6 +68,15 @@ def run_retry(*, run: Run, actor: Any, repaired_input: dict | None = None, reaso
         PendingAction.objects.filter(run=run, status=PendingAction.Status.APPROVED).update(
             status=PendingAction.Status.SUPERSEDED
         )
+    # A map step starts again with the branches that did not succeed; the others keep their outputs.
+    reset = MapBranch.objects.filter(
+        run=run,
+        state=run.current_state,
+        sequence=run.checkpoints.count() + 1,
+        status__in=[MapBranch.Status.FAILED, MapBranch.Status.CANCELLED],
+    ).update(status=MapBranch.Status.PENDING, attempts=0, error="", lease_owner="", finished_at=None)
+    if reset:
+        payload["branches_reset"] = reset
     run.status, run.error, run.step_attempts, run.finished_at = Run.Status.QUEUED, "", 0, None
     run.lease_owner, run.lease_expires_at = "", database_now_plus(settings.RUN_LEASE_SECONDS)
     run.updated_at = Now()

@@ -13,3 +13,9 @@ def enqueue(run_id: Any, countdown: float = 0) -> None:
 
 def enqueue_on_commit(run_id: Any) -> None:
     transaction.on_commit(lambda: enqueue(run_id))
+
+
+def enqueue_branch(branch_id: Any, countdown: float = 0) -> None:
+    from ..tasks import advance_branch
+
+    advance_branch.apply_async((branch_id,), countdown=countdown or None)
