@@ -1,8 +1,9 @@
 """Policy decision latency, embedded engine, default bundle.
 
 Measures 10,000 `tool.call` decisions through the service path (input validation, engine
-evaluation of the compiled bundle, result parsing and validation), and in the same run a
-precompiled JSON Schema validation of the same inputs as the baseline.
+evaluation of the compiled bundle, result parsing and validation), and in the same run the
+baseline: the same precompiled JSON Schema check of the same inputs that a decision starts
+with. jsonschema's validator, which explains refused inputs, is timed beside it for reference.
 Targets (issue "Policy engine"): p99 under 200 µs, and under 10x the schema validation.
 """
 
@@ -62,16 +63,21 @@ def main() -> int:
     bundle = shipped_default_bundle()
     engine = EmbeddedEngine()
     documents = inputs()
-    validator = POINTS["tool.call"].validator
+    accepts, validator = POINTS["tool.call"].accepts, POINTS["tool.call"].validator
     for document in documents[:200]:  # warm-up: compile the bundle, fill caches
         policy_evaluate("tool.call", document, bundle=bundle, engine=engine)
         validator.validate(document)
 
-    baseline, decisions, denied = [], [], 0
+    baseline, reference, decisions, denied = [], [], [], 0
     for document in documents:
         started = time.perf_counter()
-        validator.validate(document)
+        if not accepts(document):
+            print("a bench input does not fit the schema", file=sys.stderr)
+            return 1
         baseline.append(time.perf_counter() - started)
+        started = time.perf_counter()
+        validator.validate(document)
+        reference.append(time.perf_counter() - started)
         started = time.perf_counter()
         decision = policy_evaluate("tool.call", document, bundle=bundle, engine=engine)
         decisions.append(time.perf_counter() - started)
@@ -83,10 +89,11 @@ def main() -> int:
     p99_us = percentile(decisions, 0.99) * 1e6
     ratio = percentile(decisions, 0.99) / percentile(baseline, 0.99)
     print(f"{DECISIONS} tool.call decisions, default bundle, embedded engine ({denied} denied)")
-    print(describe("JSON Schema validation (baseline)", baseline))
+    print(describe("compiled schema check (baseline)", baseline))
+    print(describe("jsonschema validate (reference)", reference))
     print(describe("policy decision", decisions))
     print(f"targets: p99 < {TARGET_P99_US} µs, ratio < {TARGET_RATIO}x")
-    print(f"policy decision p99 {p99_us:.1f} µs = {ratio:.2f}x JSON Schema validation p99")
+    print(f"policy decision p99 {p99_us:.1f} µs = {ratio:.2f}x compiled JSON Schema check p99")
     return 0 if p99_us < TARGET_P99_US and ratio < TARGET_RATIO else 1
 
 

@@ -16,7 +16,7 @@ from django.conf import settings
 from controlplane.canonical import digest
 
 from .bundles import PolicyBundle
-from .decision_points import INPUT_VERSION, POINTS, RESULT_VALIDATOR
+from .decision_points import INPUT_VERSION, POINTS, RESULT_ACCEPTS
 from .engines import UNDEFINED, EngineError, PolicyEngine, configured_engine
 from .models import PolicyDecision
 
@@ -60,8 +60,8 @@ def policy_evaluate(
     """Evaluate without recording anything (dry runs and impact analysis)."""
     engine = engine or configured_engine()
     definition = POINTS[point]
-    problems = [error.message for error in definition.validator.iter_errors(document)]
-    if problems:
+    if not definition.accepts(document):
+        problems = [error.message for error in definition.validator.iter_errors(document)]
         return _denied(
             PolicyDecision.Failure.INVALID_INPUT,
             f"input does not fit {point} v{INPUT_VERSION}: " + "; ".join(problems[:3]),
@@ -97,7 +97,7 @@ def policy_evaluate(
         return _denied(
             PolicyDecision.Failure.UNDEFINED, f"{definition.entrypoint} is undefined", engine.name, latency_us
         )
-    if not RESULT_VALIDATOR.is_valid(result):
+    if not RESULT_ACCEPTS(result):
         return _denied(
             PolicyDecision.Failure.UNDEFINED,
             f"{definition.entrypoint} gave a malformed result",

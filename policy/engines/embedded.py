@@ -3,13 +3,21 @@
 Each bundle is compiled once per digest (per thread: an interpreter is not shared between
 threads) and evaluated through its compiled entrypoints, which is about ten times faster
 than a string query.
+
+A decision's input goes to rego-cpp through its C API directly, one call per JSON value, and
+its output is read once: regopy's `Input` and `Output` wrappers do the same work at twice the
+cost (an isinstance ladder and a wrapper call per value; the output string fetched twice).
 """
 
+import json
+import math
 import threading
 from collections import OrderedDict
 from typing import Any
 
-from regopy import Input, Interpreter, RegoError
+from regopy import Interpreter, RegoError
+from regopy.rego_shared import rego as rego_c
+from regopy.rego_shared import rego_bundle_query_entrypoint, rego_output_string, rego_set_input
 
 from ..bundles import PolicyBundle
 from ..decision_points import POINTS
@@ -17,6 +25,14 @@ from . import UNDEFINED, EngineError
 
 ENTRYPOINTS = [point.entrypoint for point in POINTS.values()]
 _CACHE_SIZE = 16
+_INT64_MIN, _INT64_MAX = -(2**63), 2**63 - 1
+
+_new_input, _free_input = rego_c.regoNewInput, rego_c.regoFreeInput
+_push_string, _push_int, _push_float = rego_c.regoInputString, rego_c.regoInputInt, rego_c.regoInputFloat
+_push_boolean, _push_null = rego_c.regoInputBoolean, rego_c.regoInputNull
+_push_item, _push_object = rego_c.regoInputObjectItem, rego_c.regoInputObject
+_push_array = rego_c.regoInputArray
+_output_ok, _free_output = rego_c.regoOutputOk, rego_c.regoFreeOutput
 
 
 class EmbeddedEngine:
@@ -30,15 +46,24 @@ class EmbeddedEngine:
 
     def evaluate(self, bundle: PolicyBundle, entrypoint: str, document: dict) -> Any:
         interpreter, compiled = self.compile(bundle)
+        handle = _new_input()
         try:
-            interpreter.set_input(Input(document))
-            output = interpreter.query_bundle_entrypoint(compiled, entrypoint)
-        except (RegoError, ValueError) as error:  # ValueError: the engine's output was not JSON
+            _push(handle, document)
+            rego_set_input(interpreter._impl, handle)
+            output = rego_bundle_query_entrypoint(interpreter._impl, compiled._impl, entrypoint)
+        except (RegoError, ValueError) as error:
             raise EngineError(f"evaluation failed: {error}") from error
-        if not output.ok():
-            raise EngineError(f"evaluation failed: {str(output)[:500]}")
-        expressions = output.results[0].expressions if output.results else []
-        return expressions[0] if expressions else UNDEFINED
+        finally:
+            _free_input(handle)
+        try:
+            ok, text = _output_ok(output), rego_output_string(output)
+        except RegoError as error:
+            raise EngineError(f"evaluation failed: {error}") from error
+        finally:
+            _free_output(output)
+        if not ok:
+            raise EngineError(f"evaluation failed: {text[:500]}")
+        return _expression(text)
 
     def compiled_count(self) -> int:
         """How many bundles this thread holds compiled (for tests of the cache)."""
@@ -71,3 +96,51 @@ class EmbeddedEngine:
         if len(cache) > _CACHE_SIZE:
             cache.popitem(last=False)
         return cache[bundle.digest]
+
+
+def _push(handle: int, value: Any) -> None:
+    """Build `value` on rego-cpp's input stack: children first, then their container."""
+    if isinstance(value, str):
+        if "\x00" in value:  # C would end the string there, silently
+            raise ValueError("a string holds a NUL character")
+        failed = _push_string(handle, value.encode())
+    elif isinstance(value, dict):
+        for key, item in value.items():
+            _push(handle, key)
+            _push(handle, item)
+            if _push_item(handle):
+                raise ValueError("rego-cpp refused an object item")
+        failed = _push_object(handle, len(value))
+    elif isinstance(value, bool):  # before int: a bool is an int to Python
+        failed = _push_boolean(handle, value)
+    elif isinstance(value, int):
+        if not _INT64_MIN <= value <= _INT64_MAX:  # ctypes would wrap it around, silently
+            raise ValueError(f"integer {value} does not fit in 64 bits")
+        failed = _push_int(handle, value)
+    elif isinstance(value, float):
+        if not math.isfinite(value):
+            raise ValueError(f"{value} is not a JSON number")
+        failed = _push_float(handle, value)
+    elif value is None:
+        failed = _push_null(handle)
+    elif isinstance(value, list | tuple):
+        for item in value:
+            _push(handle, item)
+        failed = _push_array(handle, len(value))
+    else:
+        raise ValueError(f"cannot give a {type(value).__name__} to rego-cpp")
+    if failed:
+        raise ValueError(f"rego-cpp refused a {type(value).__name__}")
+
+
+def _expression(text: str) -> Any:
+    """The value of the entrypoint from rego-cpp's JSON output, or UNDEFINED."""
+    if text == "undefined":
+        return UNDEFINED
+    try:
+        output = json.loads(text)
+    except ValueError as error:
+        raise EngineError(f"the engine's output is not JSON: {text[:200]}") from error
+    first = output[0] if isinstance(output, list) and output else output
+    expressions = first.get("expressions") if isinstance(first, dict) else None
+    return expressions[0] if expressions else UNDEFINED

@@ -72,6 +72,31 @@ def test_an_evaluation_past_the_timeout_denies(settings):
     assert "timed out" in decision.reasons[0]
 
 
+def test_the_engine_sees_the_input_document_as_given():
+    echo = bundle(
+        'decision := {"allow": true, "require_approval": false, "reasons": [], '
+        '"obligations": {"seen": input}}'
+    )
+    document = {
+        **TOOL_CALL,
+        "args": {"note": "Grüße, 請求書 ✓", "lines": [1, -2.5, True, None, [], {}], "big": 2**62},
+    }
+    assert (
+        EmbeddedEngine().evaluate(echo, "baton/tool_call/decision", document)["obligations"]["seen"]
+        == document
+    )
+
+
+@pytest.mark.parametrize(
+    "args",
+    [{"note": "refund\x00approved"}, {"tokens": 2**64 + 5}, {"amount": float("nan")}, {"when": object()}],
+    ids=["nul-in-string", "int-over-64-bits", "nan", "not-json"],
+)
+def test_an_input_the_engine_cannot_take_faithfully_denies(args):
+    decision = policy_evaluate("tool.call", {**TOOL_CALL, "args": args}, bundle=bundle())
+    assert (decision.allow, decision.failure) == (False, "policy_unavailable")
+
+
 def test_an_input_that_does_not_fit_the_point_denies():
     decision = policy_evaluate("tool.call", {"decision_point": "tool.call", "version": 1}, bundle=bundle())
     assert (decision.allow, decision.failure) == (False, "policy_input_invalid")
