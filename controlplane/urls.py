@@ -3,6 +3,8 @@ from django.contrib.auth import views as auth_views
 from django.urls import include, path
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 
+from monitoring import views as monitoring_views
+
 from . import views
 
 urlpatterns = [
@@ -16,6 +18,8 @@ urlpatterns = [
     path("policy/", include("policy.urls")),
     path("approvals/", include("approvals.urls")),
     path("evidence/", include("evidence.urls")),
+    path("monitoring/", include("monitoring.urls")),
+    path("metrics", monitoring_views.metrics, name="metrics"),
     path("api/v1/", include("controlplane.api.urls")),
     path("api/schema/", SpectacularAPIView.as_view(), name="api-schema"),
     path("api/docs/", SpectacularSwaggerView.as_view(url_name="api-schema"), name="api-docs"),

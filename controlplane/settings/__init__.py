@@ -4,5 +4,6 @@ from .approvals import *  # noqa: F403
 from .base import *  # noqa: F403
 from .celery import *  # noqa: F403
 from .evidence import *  # noqa: F403
+from .monitoring import *  # noqa: F403
 from .policy import *  # noqa: F403
 from .telemetry import *  # noqa: F403

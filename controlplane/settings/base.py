@@ -46,6 +46,7 @@ INSTALLED_APPS = [
     "runs",
     "approvals",
     "evidence",
+    "monitoring",
     "demo",
 ]
 

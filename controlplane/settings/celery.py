@@ -7,6 +7,7 @@ so losing one never loses a run (the sweeper re-enqueues expired leases).
 from .approvals import APPROVAL_ESCALATION_INTERVAL_SECONDS
 from .env import VAR_DIR, env
 from .evidence import AUDIT_CHECKPOINT_INTERVAL_SECONDS
+from .monitoring import ROLLBACK_CHECK_INTERVAL_SECONDS
 
 REDIS_URL = env.str("REDIS_URL", default="")
 
@@ -60,6 +61,10 @@ CELERY_BEAT_SCHEDULE = {
     "checkpoint-audit-chain": {
         "task": "evidence.tasks.checkpoint_audit_chain",
         "schedule": AUDIT_CHECKPOINT_INTERVAL_SECONDS,
+    },
+    "check-canaries": {
+        "task": "monitoring.tasks.check_canaries",
+        "schedule": ROLLBACK_CHECK_INTERVAL_SECONDS,
     },
 }
 # A worker gives a run back to the queue after this long, so long runs cannot starve others.

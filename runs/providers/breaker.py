@@ -52,6 +52,22 @@ def circuit_state(endpoint_key: str) -> str:
     return _breaker(endpoint_key).current_state
 
 
+def shared_circuit_states() -> dict[str, str]:
+    """The state of every endpoint's circuit kept in Redis (none without Redis, or when it is down)."""
+    url = getattr(settings, "REDIS_URL", "")
+    if not url:
+        return {}
+    prefix, suffix = "baton:model-circuit:", ":pybreaker:state"
+    try:
+        client = _redis(url)
+        return {
+            key.decode().removeprefix(prefix).removesuffix(suffix): (client.get(key) or b"").decode()
+            for key in client.scan_iter(f"{prefix}*{suffix}", count=100)
+        }
+    except redis.RedisError:
+        return {}
+
+
 class _Observer(pybreaker.CircuitBreakerListener):
     def state_change(
         self,
