@@ -19,7 +19,7 @@ from django.db.models.functions import Now
 from controlplane.audit import ObjectRef, record
 from controlplane.dbtime import database_now_plus
 from controlplane.errors import Conflict, Forbidden, InvalidInput, NotFound
-from controlplane.identity import Actor, actor_for, user_roles
+from controlplane.identity import Actor, actor_for
 from controlplane.models import ApiKey, AuditEvent
 from policy.bundles import PolicyBundle, governance_bundle
 from policy.services import decision_input, policy_decide
@@ -29,6 +29,7 @@ from runs.services.decisions import pending_action_decide, pending_action_expire
 
 from .models import ApprovalDecision, ReviewerClearance
 from .notifiers import notify_on_commit
+from .selectors import approver_groups, clearance_of
 
 SYSTEM = Actor("approvals", kind="system")
 DECIDE_SCOPE = "approvals:decide"
@@ -113,8 +114,8 @@ def _decide_under_lock(
             "approval.decide",
             reviewer={
                 "username": user.get_username(),
-                "groups": sorted(reviewer_groups(user)),
-                "clearance": ReviewerClearance.Level(_clearance(user)).label,
+                "groups": approver_groups(user),
+                "clearance": ReviewerClearance.Level(clearance_of(user)).label,
             },
             request={
                 "requested_by": run.requested_by.get_username(),
@@ -292,11 +293,6 @@ def approval_escalate(*, pending_action_id: int) -> PendingAction | None:
     return pending
 
 
-def reviewer_groups(user: AbstractBaseUser) -> set[str]:
-    """The groups a reviewer decides for: their Django groups (a superuser counts as admin)."""
-    return set(user.groups.values_list("name", flat=True)) | (user_roles(user) & {"admin"})
-
-
 def policy_bundle_of(run: Run) -> PolicyBundle:
     """The policy pinned by the run's release governs its approvals; built-in workflows have
     no release and use the governance bundle."""
@@ -344,11 +340,6 @@ def _signing_order(groups: list[str], chain: dict[str, str]) -> list[str]:
         rank[start] = -depth  # the longer the way up, the lower the group
     unique = list(dict.fromkeys(groups))
     return sorted(unique, key=lambda g: (rank.get(g, 1), unique.index(g)))
-
-
-def _clearance(user: AbstractBaseUser) -> int:
-    level = ReviewerClearance.objects.filter(user=user).values_list("level", flat=True).first()
-    return ReviewerClearance.DEFAULT if level is None else level
 
 
 def _audit_ids(run: Run) -> dict[str, Any]:

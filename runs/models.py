@@ -222,7 +222,10 @@ class PendingAction(models.Model):
             models.Index(fields=["status", "due_at"], name="pending_status_due_idx"),
             models.Index(fields=["run", "status"], name="pending_run_idx"),
             models.Index(fields=["status", "approver_group", "due_at", "id"], name="pending_inbox_due_idx"),
-            models.Index(fields=["status", "approver_group", "-risk_rank"], name="pending_inbox_risk_idx"),
+            models.Index(
+                fields=["status", "approver_group", "-risk_rank", "due_at", "id"],
+                name="pending_inbox_risk_due_idx",
+            ),
             models.Index(
                 fields=["status", "approver_group", "-created_at", "-id"], name="pending_inbox_recent_idx"
             ),

@@ -271,3 +271,22 @@ def test_history_shows_closed_requests_of_the_reviewers_groups_and_everything_to
     assert selectors.request_for(auditor, waiting.pk) == waiting
     with pytest.raises(NotFound):
         selectors.request_for(platform_user, waiting.pk)
+
+
+def test_the_navigation_count_is_one_query(parked, reviewer, django_assert_num_queries):
+    parked()
+    fresh = type(reviewer).objects.get(pk=reviewer.pk)  # nothing cached on the user
+    with django_assert_num_queries(1):
+        assert selectors.pending_count_for(fresh) == 1
+
+
+def test_a_superuser_decides_for_the_admin_group_once_escalated(parked, django_user_model):
+    superuser = django_user_model.objects.create_superuser("root", "root@example.org", "pw-for-tests-only")
+    pending = parked()
+    assert selectors.pending_count_for(superuser) == 0
+    PendingAction.objects.filter(pk=pending.pk).update(approver_group="admin")
+    assert selectors.pending_count_for(superuser) == 1
+    assert list(selectors.pending_for(superuser)) == [pending]
+    decide(pending, superuser)
+    pending.refresh_from_db()
+    assert pending.status == PendingAction.Status.APPROVED
