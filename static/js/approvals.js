@@ -40,8 +40,8 @@
     select(all[Math.max(0, Math.min(all.length - 1, next))]);
   }
 
-  /* The panel's decision form, only when the panel shows the selected request. */
-  function panelForm(selector) {
+  /* An element of the panel's decision forms, only when the panel shows the selected request. */
+  function inPanel(selector) {
     const panel = document.querySelector("#approval-panel [data-approval-id]");
     if (!panel || (selectedId !== null && panel.dataset.approvalId !== selectedId)) return null;
     return panel.querySelector(selector);
@@ -50,7 +50,7 @@
   document.addEventListener("keydown", (event) => {
     if (event.altKey || event.ctrlKey || event.metaKey || typing(event.target)) return;
     if (!document.querySelector("#approval-rows, #approval-panel")) return;
-    let form;
+    let target;
     switch (event.key) {
       case "j":
         move(1);
@@ -59,14 +59,14 @@
         move(-1);
         break;
       case "a":
-        form = panelForm("form.approve-form");
-        if (!form) return;
-        form.requestSubmit();
+        target = inPanel("form.approve-form");
+        if (!target) return;
+        target.requestSubmit();
         break;
       case "r":
-        form = panelForm("form.reject-form textarea[name=reason]");
-        if (!form) return;
-        form.focus();
+        target = inPanel("form.reject-form textarea[name=reason]");
+        if (!target) return;
+        target.focus();
         break;
       default:
         return;
