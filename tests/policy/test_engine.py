@@ -3,8 +3,9 @@
 import pytest
 
 from controlplane.canonical import digest
+from policy.bundles import PolicyBundle, shipped_default_bundle
 from policy.engines import UNDEFINED
-from policy.engines.embedded import EmbeddedEngine
+from policy.engines.embedded import EmbeddedEngine, reachable_modules
 from policy.models import PolicyDecision
 from policy.services import REDACTED, decision_input, policy_decide, policy_evaluate
 
@@ -112,6 +113,43 @@ def test_compiled_bundles_are_cached_by_digest():
     engine.evaluate(changed, "baton/tool_call/decision", TOOL_CALL)
     assert engine.compiled_count() == 2
     assert engine.compile(first) is engine.compile(first)
+
+
+def test_each_entrypoint_is_built_with_only_the_modules_it_reaches():
+    modules = {
+        name: source for name, source in shipped_default_bundle().modules.items() if "_test" not in name
+    }
+    assert list(reachable_modules(modules, "baton/tool_call/decision")) == ["lib.rego", "tool_call.rego"]
+    chained = {
+        "a.rego": 'package a\nimport data.b\n# data.d\nx := concat("", ["data.d", b.q.y])',
+        "b.rego": "package b.q\ny := data.c.z",
+        "c.rego": 'package c\nz := "c"',
+        "d.rego": 'package d\nz := "d"',
+    }
+    assert list(reachable_modules(chained, "a/x")) == ["a.rego", "b.rego", "c.rego"]
+    unnamed = {"a.rego": "package a\nx := data[y]", "b.rego": "package b\ny := 1"}
+    assert list(reachable_modules(unnamed, "a/x")) == ["a.rego", "b.rego"]
+
+
+def test_a_deny_rule_in_another_package_still_decides():
+    allowing = bundle(f"import data.extra\n\ndecision := {ALLOW} if not extra.blocked")
+    blocking = PolicyBundle.from_content(
+        "test",
+        {"modules": {**allowing.modules, "extra.rego": "package extra\n\nblocked := true\n"}, "data": {}},
+    )
+    engine = EmbeddedEngine()
+    assert engine.evaluate(allowing, "baton/tool_call/decision", TOOL_CALL)["allow"] is True
+    assert engine.evaluate(blocking, "baton/tool_call/decision", TOOL_CALL) is UNDEFINED
+
+
+def test_a_module_that_no_entrypoint_reaches_must_compile_too():
+    allowing = bundle()
+    broken = PolicyBundle.from_content(
+        "test", {"modules": {**allowing.modules, "unused.rego": "package unused\n\nx := {\n"}, "data": {}}
+    )
+    decision = policy_evaluate("tool.call", TOOL_CALL, bundle=broken)
+    assert (decision.allow, decision.failure) == (False, "policy_unavailable")
+    assert "does not compile" in decision.reasons[0]
 
 
 def test_a_changed_rule_under_a_new_digest_gives_the_new_answer():
