@@ -35,7 +35,7 @@ SYSTEM = Actor("approvals", kind="system")
 DECIDE_SCOPE = "approvals:decide"
 PENDING_ACTION_TYPE = PendingAction._meta.label_lower
 REASON_MAX = 2000
-ON_EXPIRE_ESCALATE, ON_EXPIRE_REJECT, ON_EXPIRE_FAIL = "escalate", "reject", "fail"
+ON_EXPIRE_ESCALATE, ON_EXPIRE_FAIL = "escalate", "fail"  # or "reject"
 # When the policy bundle names no escalation chain: reviewers, then platform, then admins.
 DEFAULT_ESCALATION = {"reviewer": "platform", "platform": "admin"}
 
@@ -96,6 +96,44 @@ def approval_request_open(*, pending: PendingAction) -> PendingAction:
     return pending
 
 
+def approval_decide(
+    *,
+    pending_action_id: int,
+    decision: str,
+    reason: str,
+    user: AbstractBaseUser,
+    api_key: ApiKey | None = None,
+) -> ApprovalDecision:
+    """Record `user`'s decision ("approve" or "reject"; a rejection needs a reason) on one
+    pending request, bound to the exact action it proposes, and return it.
+
+    Policy `approval.decide` is asked every time (separation of duties, approver group,
+    clearance); a refusal is logged and raised as Forbidden with the policy's reasons. The
+    request's row lock makes concurrent decisions take turns: exactly one closes a request,
+    later ones get Conflict, as do decisions on a request already decided, expired or
+    superseded, and a second decision by the same reviewer. When the last required approval
+    arrives (or on any rejection) the run resumes or follows its rejection path, in the same
+    transaction. Raises InvalidInput, Forbidden, Conflict, NotFound.
+    """
+    verdict = decision
+    if verdict not in ApprovalDecision.Verdict.values:
+        raise InvalidInput("The decision must be 'approve' or 'reject'.", errors={"decision": ["Unknown."]})
+    reason = (reason or "").strip()
+    if verdict == ApprovalDecision.Verdict.REJECT and not reason:
+        raise InvalidInput("A rejection needs a reason.", errors={"reason": ["Required when rejecting."]})
+    if len(reason) > REASON_MAX:
+        raise InvalidInput(f"The reason is over {REASON_MAX} characters.", errors={"reason": ["Too long."]})
+    actor = actor_for(user, api_key)
+    if actor.kind == "agent":
+        raise Forbidden("An agent's identity can never decide an approval request.")
+    if api_key is not None and DECIDE_SCOPE not in api_key.scopes:
+        raise Forbidden(f"This API key lacks the scope '{DECIDE_SCOPE}'.")
+    recorded, refusal = _decide_under_lock(pending_action_id, verdict, reason, user, actor)
+    if recorded is None:
+        raise Forbidden("Policy refused this decision: " + "; ".join(refusal) + ".")
+    return recorded
+
+
 @transaction.atomic
 def _decide_under_lock(
     pending_action_id: int, verdict: str, reason: str, user: AbstractBaseUser, actor: Actor
@@ -107,7 +145,7 @@ def _decide_under_lock(
         raise Conflict(f"This request was already {pending.status}; your decision was not recorded.")
     if ApprovalDecision.objects.filter(pending_action=pending, reviewer=user).exists():
         raise Conflict("You have already decided this request; another reviewer must decide next.")
-    run = Run.objects.get(pk=pending.run_id)
+    run = Run.objects.select_related("requested_by").get(pk=pending.run_id)
     decision = policy_decide(
         "approval.decide",
         decision_input(
@@ -197,44 +235,6 @@ def _decide_under_lock(
         pending.status = PendingAction.Status.APPROVED
         notify_on_commit("decided", pending, decision=recorded)
     return recorded, []
-
-
-def approval_decide(
-    *,
-    pending_action_id: int,
-    decision: str,
-    reason: str,
-    user: AbstractBaseUser,
-    api_key: ApiKey | None = None,
-) -> ApprovalDecision:
-    """Record `user`'s decision ("approve" or "reject"; a rejection needs a reason) on one
-    pending request, bound to the exact action it proposes, and return it.
-
-    Policy `approval.decide` is asked every time (separation of duties, approver group,
-    clearance); a refusal is logged and raised as Forbidden with the policy's reasons. The
-    request's row lock makes concurrent decisions take turns: exactly one closes a request,
-    later ones get Conflict, as do decisions on a request already decided, expired or
-    superseded, and a second decision by the same reviewer. When the last required approval
-    arrives (or on any rejection) the run resumes or follows its rejection path, in the same
-    transaction. Raises InvalidInput, Forbidden, Conflict, NotFound.
-    """
-    verdict = decision
-    if verdict not in ApprovalDecision.Verdict.values:
-        raise InvalidInput("The decision must be 'approve' or 'reject'.", errors={"decision": ["Unknown."]})
-    reason = (reason or "").strip()
-    if verdict == ApprovalDecision.Verdict.REJECT and not reason:
-        raise InvalidInput("A rejection needs a reason.", errors={"reason": ["Required when rejecting."]})
-    if len(reason) > REASON_MAX:
-        raise InvalidInput(f"The reason is over {REASON_MAX} characters.", errors={"reason": ["Too long."]})
-    actor = actor_for(user, api_key)
-    if actor.kind == "agent":
-        raise Forbidden("An agent's identity can never decide an approval request.")
-    if api_key is not None and DECIDE_SCOPE not in api_key.scopes:
-        raise Forbidden(f"This API key lacks the scope '{DECIDE_SCOPE}'.")
-    recorded, refusal = _decide_under_lock(pending_action_id, verdict, reason, user, actor)
-    if recorded is None:
-        raise Forbidden("Policy refused this decision: " + "; ".join(refusal) + ".")
-    return recorded
 
 
 def approvals_escalate_due(*, limit: int = 500) -> int:

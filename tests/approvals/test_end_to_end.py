@@ -8,6 +8,7 @@ import pytest
 from controlplane.audit import verify_chain
 from controlplane.models import AuditEvent
 from runs.models import Effect, PendingAction, Run
+from sandbox.seed import seed
 
 from .scenarios import SMALL_REFUND
 
@@ -28,6 +29,7 @@ def wait_for(predicate, timeout: float = 30, what: str = "condition"):
 def test_a_run_parks_a_reviewer_approves_over_the_api_and_the_worker_finishes_it(
     demo_registry, client_for, requester, reviewer, worker
 ):
+    seed()  # the sandbox's cases, which an earlier test's flush may have emptied
     submitted = client_for(requester).post(
         "/api/v1/tasks",
         {

@@ -290,3 +290,16 @@ def test_a_superuser_decides_for_the_admin_group_once_escalated(parked, django_u
     decide(pending, superuser)
     pending.refresh_from_db()
     assert pending.status == PendingAction.Status.APPROVED
+
+
+def test_the_beat_task_escalates_overdue_requests(parked, settings):
+    from approvals.tasks import escalate_due_approvals
+
+    schedule = settings.CELERY_BEAT_SCHEDULE["escalate-due-approvals"]
+    assert schedule["task"] == escalate_due_approvals.name
+    pending = parked()
+    assert escalate_due_approvals() == 0
+    PendingAction.objects.filter(pk=pending.pk).update(due_at=Now() - timedelta(seconds=1))
+    assert escalate_due_approvals() == 1
+    pending.refresh_from_db()
+    assert pending.approver_group == "platform"
