@@ -1,0 +1,71 @@
+"""The Python client against a live server and a real worker: submit, wait, decide, evidence."""
+
+import pytest
+
+from baton_client import BatonClient, BatonError
+from controlplane.identity import Actor, api_key_issue
+from tests.evidence.conftest import verifier
+
+pytestmark = [pytest.mark.worker, pytest.mark.usefixtures("worker")]
+SMALL_REFUND = {"text": "Please refund order #123, I want my money back: a refund of $120"}
+
+
+def client(live_server, user, scopes) -> BatonClient:
+    issued = api_key_issue(user=user, name="client", scopes=scopes, issued_by=Actor("tests", kind="system"))
+    return BatonClient(live_server.url, issued.secret)
+
+
+def test_submit_wait_decide_and_download_evidence(
+    live_server, demo_registry, requester, reviewer, auditor, tmp_path
+):
+    baton = client(live_server, requester, ["tasks:write", "runs:read"])
+    accepted = baton.submit_task(
+        "support_case_resolution",
+        case_id="CASE-1001",
+        input=SMALL_REFUND,
+        channel="staging",
+        idempotency_key="case-1001-refund",
+    )
+    assert accepted.created and accepted.release_id.startswith("rel_")
+    again = baton.submit_task(
+        "support_case_resolution",
+        case_id="CASE-1001",
+        input=SMALL_REFUND,
+        channel="staging",
+        idempotency_key="case-1001-refund",
+    )
+    assert (again.run_id, again.created) == (accepted.run_id, False)
+
+    parked = baton.wait_for_run(accepted.run_id, timeout=60)
+    assert parked.status == "waiting_approval" and not parked.finished
+
+    reviewer_api = client(live_server, reviewer, ["approvals:read", "approvals:decide"])
+    [request] = list(reviewer_api.list_approvals(status="pending"))
+    assert request["run"] == accepted.run_id
+    reviewer_api.decide_approval(request["id"], "approve", reason="refund is within policy")
+    finished = baton.wait_for_run(accepted.run_id, timeout=60)
+    assert finished.status == "succeeded" and finished.finished
+
+    with pytest.raises(BatonError) as refused:
+        reviewer_api.decide_approval(request["id"], "approve", reason="again")
+    assert refused.value.status == 409
+
+    auditor_api = client(live_server, auditor, ["audit:read"])
+    package = auditor_api.download_evidence(tmp_path / "evidence.zip", run=accepted.run_id, format="csv")
+    assert verifier.verify_package(package)["runs"] == 1
+
+
+def test_refusals_carry_the_problem_details(live_server, requester):
+    baton = client(live_server, requester, ["runs:read"])
+    with pytest.raises(BatonError) as missing_scope:
+        baton.submit_task("builtin.intake", case_id="C-1", input={"text": "hi"})
+    assert missing_scope.value.status == 403 and "tasks:write" in missing_scope.value.detail
+
+    writer = client(live_server, requester, ["tasks:write", "runs:read"])
+    with pytest.raises(BatonError) as invalid:
+        writer.submit_task("builtin.intake", case_id="C-1", input={"text": "hi"}, sensitivity="secret")
+    assert invalid.value.status == 422 and "sensitivity" in invalid.value.errors
+
+    with pytest.raises(BatonError) as unauthenticated:
+        BatonClient(live_server.url, "baton_not-a-key").get_run("00000000-0000-0000-0000-000000000000")
+    assert unauthenticated.value.status == 401
