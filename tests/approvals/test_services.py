@@ -303,3 +303,13 @@ def test_the_beat_task_escalates_overdue_requests(parked, settings):
     assert escalate_due_approvals() == 1
     pending.refresh_from_db()
     assert pending.approver_group == "platform"
+
+
+def test_decisions_are_append_only_in_the_database(parked, reviewer):
+    from django.db import DatabaseError, transaction
+
+    recorded = decide(parked(), reviewer)
+    with pytest.raises(DatabaseError, match="append-only"), transaction.atomic():
+        ApprovalDecision.objects.filter(pk=recorded.pk).update(reason="edited afterwards")
+    with pytest.raises(DatabaseError, match="append-only"), transaction.atomic():
+        ApprovalDecision.objects.filter(pk=recorded.pk).delete()
