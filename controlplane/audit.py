@@ -12,6 +12,8 @@ from datetime import UTC, datetime
 from typing import Any
 
 from django.db import connection, models, transaction
+from django.db.models import BooleanField
+from django.db.models.expressions import RawSQL
 
 from .canonical import canonical_json, digest
 from .models import GENESIS_HASH, AuditEvent
@@ -29,6 +31,19 @@ class ObjectRef:
     id: str
 
 
+@dataclass(frozen=True)
+class Entry:
+    """One event to append: what `record()` takes, as a value, so several go in one append."""
+
+    actor: Any
+    action: str
+    obj: models.Model | ObjectRef
+    payload: dict | None = None
+    trace_id: str = ""
+    run_id: Any = ""
+    release_id: str = ""
+
+
 def record(
     actor: Any,
     action: str,
@@ -40,32 +55,51 @@ def record(
     release_id: str = "",
 ) -> AuditEvent:
     """Append one event to the ledger and return it."""
-    if isinstance(obj, models.Model):
-        ref = ObjectRef(type=obj._meta.label_lower, id=str(obj.pk))
-    else:
-        ref = obj
-    payload = payload or {}
+    return record_many([Entry(actor, action, obj, payload, trace_id, run_id, release_id)])[0]
+
+
+def record_many(entries: list[Entry], *, ledger_locked: bool = False) -> list[AuditEvent]:
+    """Append events in order, in one INSERT under the chain lock (they share the database time).
+
+    `ledger_locked`: the caller took the lock in this transaction already, with a statement it
+    sent anyway (see `ledger_lock_condition`)."""
     # Inside a caller's transaction no savepoint is needed: a failed append fails the change it audits.
     with transaction.atomic(savepoint=False):
-        _lock_ledger()
+        if not ledger_locked:
+            _lock_ledger()
         head_seq, head_hash, now = _head_and_now()
-        seq, prev_hash = (head_seq + 1, head_hash) if head_seq is not None else (1, GENESIS_HASH)
-        event = AuditEvent(
-            seq=seq,
-            created_at=now,
-            actor=str(actor),
-            action=action,
-            object_type=ref.type,
-            object_id=ref.id,
-            trace_id=trace_id,
-            run_id=str(run_id or ""),
-            release_id=release_id,
-            payload=payload,
-            payload_digest=digest(payload),
-            prev_hash=prev_hash,
-        )
-        event.hash = chain_hash(prev_hash, event)
-        event.save(force_insert=True)
+        seq, prev_hash = (head_seq, head_hash) if head_seq is not None else (0, GENESIS_HASH)
+        events = []
+        for entry in entries:
+            seq += 1
+            event = _event(entry, seq, now, prev_hash)
+            prev_hash = event.hash
+            events.append(event)
+        AuditEvent.objects.bulk_create(events)
+    return events
+
+
+def _event(entry: Entry, seq: int, now: datetime, prev_hash: str) -> AuditEvent:
+    if isinstance(entry.obj, models.Model):
+        ref = ObjectRef(type=entry.obj._meta.label_lower, id=str(entry.obj.pk))
+    else:
+        ref = entry.obj
+    payload = entry.payload or {}
+    event = AuditEvent(
+        seq=seq,
+        created_at=now,
+        actor=str(entry.actor),
+        action=entry.action,
+        object_type=ref.type,
+        object_id=ref.id,
+        trace_id=entry.trace_id,
+        run_id=str(entry.run_id or ""),
+        release_id=entry.release_id,
+        payload=payload,
+        payload_digest=digest(payload),
+        prev_hash=prev_hash,
+    )
+    event.hash = chain_hash(prev_hash, event)
     return event
 
 
@@ -143,6 +177,15 @@ def _head_and_now() -> tuple[int | None, str | None, datetime]:
         )
         head_seq, head_hash, now = cursor.fetchone()
         return head_seq, head_hash, datetime.fromisoformat(now).replace(tzinfo=UTC)
+
+
+def ledger_lock_condition() -> list[RawSQL]:
+    """A WHERE condition (always true) that takes the ledger's lock as a side effect, to fold
+    the lock into a statement the caller sends just before appending, saving a round trip.
+    Only the statement after it reads the chain head, so that read sees the latest append."""
+    if connection.vendor != "postgresql":
+        return []  # SQLite serialises writers by itself
+    return [RawSQL("pg_advisory_xact_lock(%s) IS NOT NULL", [_LEDGER_LOCK_KEY], output_field=BooleanField())]
 
 
 def _lock_ledger() -> None:

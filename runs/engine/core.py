@@ -8,13 +8,15 @@ the retried step reconcile instead of repeating a side effect.
 
 import logging
 from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime
 from typing import Any
 
 from django.conf import settings
 from django.db import transaction
 from django.db.models.functions import Now
 
-from controlplane.audit import record
+from controlplane.audit import Entry, ledger_lock_condition, record, record_many
 from controlplane.canonical import digest
 from controlplane.dbtime import database_now, database_now_plus
 from policy.services import Decision, decision_input, policy_evaluate, policy_record
@@ -41,16 +43,39 @@ from .steps import (
 logger = logging.getLogger(__name__)
 
 
-def execute_released_step(run: Run, lease_token: str, enqueue) -> bool:
-    """Run the current step of `run` and commit its outcome; True when another step follows now."""
-    released = released_workflow(run.release_id)
-    completed = list(run.checkpoints.order_by("sequence").values_list("state", "output"))
+@dataclass
+class Progress:
+    """What the worker holding a run's lease knows of it between steps: read once when it took
+    the lease, then kept current by its own commits. Nobody else writes a leased run without
+    taking the lease away (cancel, sweeper), which the next commit's lease check notices."""
+
+    results: dict[str, Any]
+    completed: int  # checkpoints so far
+    now: datetime  # database time at which the next step starts
+
+
+def progress_of(run: Run, now: datetime | None = None) -> Progress:
+    # Every checkpoint is a hop: a run that has made none has nothing to read.
+    completed = (
+        list(run.checkpoints.order_by("sequence").values_list("state", "output")) if run.hop_count else []
+    )
     results = {state: resolve(output) for state, output in completed}
-    sequence = len(completed) + 1  # a state visited twice has two checkpoints
+    return Progress(results, len(completed), now or database_now())
+
+
+def execute_released_step(run: Run, lease_token: str, enqueue, progress: Progress | None = None) -> bool:
+    """Run the current step of `run` and commit its outcome; True when another step follows now.
+
+    With `progress` (the worker's running knowledge of the run), nothing is read again; on a
+    committed step both `run` and `progress` are brought up to date in memory."""
+    progress = progress or progress_of(run)
+    released = released_workflow(run.release_id)
+    results = progress.results
+    sequence = progress.completed + 1  # a state visited twice has two checkpoints
     state = run.current_state
     step = released.step(state)
     allowed = released.allowed_next(state)
-    started_at = database_now()
+    started_at = progress.now
     envelope = build_envelope(
         run, results, state=state, allowed=allowed, step=step, source_agent=_previous_agent(released, results)
     )
@@ -76,34 +101,30 @@ def execute_released_step(run: Run, lease_token: str, enqueue) -> bool:
     )
     if not next_state:
         return _fail(run, lease_token, state, f"forbidden transition: {why}", enqueue)
-    spent = _add(run.spent, outcome.spent)
-    log_decision = None
-    # Ending counts as a move too: a last step over budget or past the deadline does not succeed.
-    if next_state not in (FAIL, HUMAN):
-        decision, log_decision = _transition_decision(run, released, state, next_state, allowed, spent)
-        if not decision.allow:
-            reasons = "; ".join(decision.reasons)
-            return _fail(
-                run,
-                lease_token,
-                state,
-                f"transition {state} -> {next_state} denied: {reasons}",
-                enqueue,
-                log_decision=log_decision,
-            )
-    return _commit_step(
-        run,
-        lease_token,
-        state,
-        outcome,
-        next_state,
-        why,
-        spent,
-        started_at,
-        enqueue,
-        log_decision=log_decision,
-        sequence=sequence,
-    )
+    move = _Move(state, next_state, why, allowed, sequence, started_at, _add(run.spent, outcome.spent))
+    committed, denied = _commit_step(run, lease_token, released, outcome, move)
+    if denied is not None:
+        reasons = "; ".join(denied[0].reasons)
+        error = f"transition {state} -> {next_state} denied: {reasons}"
+        return _fail(run, lease_token, state, error, enqueue, log_decision=denied[1])
+    if not committed:
+        return False  # the lease expired meanwhile: another worker owns the run now
+    progress.results[state] = outcome.output
+    progress.completed, progress.now = sequence, committed
+    if next_state == FAIL:
+        return _fail(run, lease_token, state, f"{state} routed the run to fail", enqueue)
+    return next_state not in (END, HUMAN)
+
+
+@dataclass(frozen=True)
+class _Move:
+    state: str
+    next_state: str
+    why: str
+    allowed: list[str]
+    sequence: int
+    started_at: datetime
+    spent: dict
 
 
 def _execute(run: Run, released: ReleasedWorkflow, step: dict, results: dict, now: float) -> StepOutcome:
@@ -123,20 +144,20 @@ def _previous_agent(released: ReleasedWorkflow, results: dict) -> str | None:
 
 
 def _transition_decision(
-    run: Run, released: ReleasedWorkflow, state: str, next_state: str, allowed: list[str], spent: dict
+    run: Run, released: ReleasedWorkflow, move: _Move, now: float
 ) -> tuple[Decision, Callable[[], Decision]]:
     """The decision, and how to log it: in the transaction that commits or fails the move."""
     document = decision_input(
         "step.transition",
         run={
-            **policy_run_document(run, released, database_now().timestamp()),
+            **policy_run_document(run, released, now),
             # Handing over to the next state is a hop; ending is not.
-            "hop_count": run.hop_count + (0 if next_state == END else 1),
-            "spent": spent,
+            "hop_count": run.hop_count + (0 if move.next_state == END else 1),
+            "spent": move.spent,
         },
-        **{"from": state},
-        to=next_state,
-        allowed_next=allowed,
+        **{"from": move.state},
+        to=move.next_state,
+        allowed_next=move.allowed,
     )
     decision = policy_evaluate("step.transition", document, bundle=released.policy)
     return decision, lambda: policy_record(
@@ -150,32 +171,58 @@ def _transition_decision(
     )
 
 
+_COMPLETED_DETAILS = (
+    "kind",
+    "agent",
+    "tool",
+    "config",
+    "fallbacks",
+    "tokens",
+    "cost_usd",
+    "idempotency_key",
+    "replayed",
+    "reconciled",
+    "policy_decision",
+    "branches",
+)
+
+
+def _own_lease_and_now(run: Run, lease_token: str) -> datetime | None:
+    """Lock the run row and read the database clock in one statement; None if the lease is gone."""
+    row = (
+        Run.objects.select_for_update()
+        .filter(pk=run.pk)
+        .annotate(now=Now())
+        .values_list("lease_owner", "now")
+        .first()
+    )
+    return row[1] if row and row[0] == lease_token else None
+
+
 def _commit_step(
-    run,
-    lease_token,
-    state,
-    outcome,
-    next_state,
-    why,
-    spent,
-    started_at,
-    enqueue,
-    log_decision=None,
-    sequence=1,
-) -> bool:
+    run: Run, lease_token: str, released: ReleasedWorkflow, outcome: StepOutcome, move: _Move
+) -> tuple[datetime | None, tuple[Decision, Callable] | None]:
+    """(database time of the commit, or None if the lease was lost; the refusal and how to log
+    it, when policy denied the move). One transaction: the transition decision, checkpoint,
+    effect, run and audit events; the decision is taken on the database clock under the lock."""
     with transaction.atomic():
-        locked = _locked(run, lease_token)
-        if locked is None:
-            return False
-        if log_decision:
-            log_decision()  # the lease expired meanwhile; another worker owns the run now
+        now = _own_lease_and_now(run, lease_token)
+        if now is None:
+            return None, None
+        log_decision = None
+        # Ending counts as a move too: a last step over budget or past the deadline does not succeed.
+        if move.next_state not in (FAIL, HUMAN):
+            decision, log_decision = _transition_decision(run, released, move, now.timestamp())
+            if not decision.allow:
+                return None, (decision, log_decision)
+            log_decision()
         StepCheckpoint.objects.create(
-            run=locked,
-            sequence=sequence,
-            state=state,
+            run=run,
+            sequence=move.sequence,
+            state=move.state,
             output=by_reference(outcome.output),
             details=outcome.details,
-            started_at=started_at,
+            started_at=move.started_at,
         )
         effect_pk = outcome.details.get("effect")
         if effect_pk:
@@ -185,65 +232,68 @@ def _commit_step(
                 effect_id=outcome.details.get("effect_id", ""),
                 updated_at=Now(),
             )
-        locked.spent, locked.step_attempts, locked.updated_at = spent, 0, Now()
-        locked.claims_since_progress = 0
-        locked.hop_count += 1
-        record(
-            WORKER,
-            "run.step.completed",
-            locked,
-            {
-                "state": state,
-                "sequence": sequence,
-                "output_digest": digest(outcome.output),
-                "next_state": next_state,
-                "why": why,
-                **{
-                    k: v
-                    for k, v in outcome.details.items()
-                    if k
-                    in (
-                        "kind",
-                        "agent",
-                        "tool",
-                        "config",
-                        "fallbacks",
-                        "tokens",
-                        "cost_usd",
-                        "idempotency_key",
-                        "replayed",
-                        "reconciled",
-                        "policy_decision",
-                    )
-                },
-            },
-            **_audit(locked),
-        )
-        if next_state == END:
-            locked.status, locked.finished_at = Run.Status.SUCCEEDED, Now()
-            locked.lease_owner, locked.lease_expires_at = "", None
-            record(WORKER, "run.succeeded", locked, {"steps": sequence, "spent": spent}, **_audit(locked))
-        elif next_state == HUMAN:
-            _create_pending(
-                locked,
+        run.spent, run.step_attempts, run.claims_since_progress = move.spent, 0, 0
+        run.hop_count += 1
+        run.updated_at = Now()
+        changed = ["spent", "step_attempts", "claims_since_progress", "hop_count", "updated_at"]
+        events = [
+            Entry(
+                WORKER,
+                "run.step.completed",
+                run,
                 {
-                    "state": state,
-                    "reasons": [f"{state} handed the case to a human"],
-                    "proposed_action": {"handoff": state},
-                    "action_hash": digest({"handoff": state, "run": str(locked.pk)}),
+                    "state": move.state,
+                    "sequence": move.sequence,
+                    "output_digest": digest(outcome.output),
+                    "next_state": move.next_state,
+                    "why": move.why,
+                    **{k: v for k, v in outcome.details.items() if k in _COMPLETED_DETAILS},
+                },
+                **_audit(run),
+            )
+        ]
+        if move.next_state == END:
+            run.status, run.finished_at = Run.Status.SUCCEEDED, Now()
+            run.lease_owner, run.lease_expires_at = "", None
+            changed += ["status", "finished_at", "lease_owner", "lease_expires_at"]
+            events.append(
+                Entry(
+                    WORKER, "run.succeeded", run, {"steps": move.sequence, "spent": move.spent}, **_audit(run)
+                )
+            )
+        elif move.next_state == HUMAN:
+            record_many(events)
+            events = []
+            _create_pending(
+                run,
+                {
+                    "state": move.state,
+                    "reasons": [f"{move.state} handed the case to a human"],
+                    "proposed_action": {"handoff": move.state},
+                    "action_hash": digest({"handoff": move.state, "run": str(run.pk)}),
                     "risk": {},
                     "approvers": ["reviewer"],
                     "quorum": 1,
                     "policy_decision_id": None,
                 },
             )
+            changed += ["status", "lease_owner", "lease_expires_at"]
         else:
-            locked.current_state = next_state
-            locked.lease_expires_at = database_now_plus(settings.RUN_LEASE_SECONDS)
-        locked.save()
-    if next_state == FAIL:
-        return _fail(run, lease_token, state, f"{state} routed the run to fail", enqueue)
-    return next_state not in (END, HUMAN)
+            run.current_state = move.next_state
+            run.lease_expires_at = database_now_plus(settings.RUN_LEASE_SECONDS)
+            changed += ["current_state", "lease_expires_at"]
+        if events:
+            # The run's update takes the ledger's lock, and the events go last: the lock that
+            # orders every append is held for as short a time as possible.
+            _save(run, changed, *ledger_lock_condition())
+            record_many(events, ledger_locked=True)
+        else:
+            _save(run, changed)
+    return now, None
+
+
+def _save(run: Run, fields: list[str], *conditions) -> None:
+    Run.objects.filter(*conditions, pk=run.pk).update(**{field: getattr(run, field) for field in fields})
 
 
 def _create_pending(locked: Run, pending: dict) -> PendingAction:

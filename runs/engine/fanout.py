@@ -74,6 +74,7 @@ def execute_map_step(run: Run, lease_token: str, step: dict, facts: dict, sequen
             error = f"map {step['name']}: branch {first.index} failed: {first.error}"
             return StepOutcome("fail", error=error, retryable=False)
         if not unsettled:
+            run.spent = locked.spent  # the branches' spending, added as each of them committed
             return StepOutcome(
                 "done",
                 output={step["name"]: [resolve(branch.output) for branch in branches]},

@@ -19,7 +19,13 @@ from controlplane.audit import record
 from controlplane.canonical import digest
 from controlplane.dbtime import database_now, database_now_plus
 
-from ..engine.core import compensation_resume, execute_released_step, fail_crashed_step
+from ..engine.core import (
+    Progress,
+    compensation_resume,
+    execute_released_step,
+    fail_crashed_step,
+    progress_of,
+)
 from ..engine.fanout import sweep_expired_branches
 from ..models import Run, StepCheckpoint
 from ..workflows import StepContext, workflow_spec
@@ -40,11 +46,21 @@ def run_advance(*, run_id: str, worker: str) -> None:
     if not _claim_lease(run_id, lease_token):
         logger.info("run %s is finished or leased to another worker; nothing to do", run_id)
         return
-    if _dead_letter_if_poison(run_id, lease_token):
+    # The one read of the run under this lease (with the database clock); from here the worker
+    # keeps it current itself, and every commit checks that the lease is still its own.
+    run = Run.objects.annotate(read_at=Now()).get(pk=run_id)
+    if run.lease_owner != lease_token:
         return
-    _mark_started(run_id)
+    if run.claims_since_progress > settings.RUN_MAX_CLAIMS:
+        _dead_letter_poison(run_id, lease_token)
+        return
+    if run.status == Run.Status.QUEUED:
+        _mark_started(run, lease_token)
     slice_ends = time.monotonic() + settings.RUN_TIME_SLICE_SECONDS
-    while _execute_next_step(run_id, lease_token):
+    progress = (
+        progress_of(run, now=run.read_at) if run.release_id and run.status == Run.Status.RUNNING else None
+    )
+    while _advance_one(run, lease_token, progress):
         if time.monotonic() > slice_ends:
             _release_to_queue(run_id, lease_token)
             return
@@ -66,13 +82,13 @@ def _claim_lease(run_id: str, lease_token: str) -> bool:
 
 
 @transaction.atomic
-def _dead_letter_if_poison(run_id: str, lease_token: str) -> bool:
+def _dead_letter_poison(run_id: str, lease_token: str) -> None:
     """A run whose step kills its worker every time (a crash, not an error the engine can
     catch) would be re-delivered forever; after RUN_MAX_CLAIMS leases without any commit it is
     dead-lettered instead, for an operator."""
     run = Run.objects.select_for_update().get(pk=run_id)
-    if run.lease_owner != lease_token or run.claims_since_progress <= settings.RUN_MAX_CLAIMS:
-        return False
+    if run.lease_owner != lease_token:
+        return
     error = f"{run.current_state} stopped its worker {run.claims_since_progress - 1} times without finishing"
     run.status, run.error, run.finished_at, run.updated_at = Run.Status.DEAD_LETTERED, error, Now(), Now()
     run.lease_owner, run.lease_expires_at = "", None
@@ -86,16 +102,15 @@ def _dead_letter_if_poison(run_id: str, lease_token: str) -> bool:
         run_id=run.pk,
         release_id=run.release_id,
     )
-    return True
 
 
 @transaction.atomic
-def _mark_started(run_id: str) -> None:
-    run = Run.objects.select_for_update().get(pk=run_id)
-    if run.status == Run.Status.QUEUED:
+def _mark_started(run: Run, lease_token: str) -> None:
+    started = Run.objects.filter(pk=run.pk, status=Run.Status.QUEUED, lease_owner=lease_token).update(
+        status=Run.Status.RUNNING, updated_at=Now()
+    )
+    if started:
         run.status = Run.Status.RUNNING
-        run.updated_at = Now()
-        run.save(update_fields=["status", "updated_at"])
         record(
             WORKER_ACTOR,
             "run.started",
@@ -107,6 +122,23 @@ def _mark_started(run_id: str) -> None:
         )
 
 
+def _advance_one(run: Run, lease_token: str, progress: Progress | None) -> bool:
+    """A running released run goes on from what this worker knows; anything else reads afresh."""
+    if progress is None:
+        return _execute_next_step(str(run.pk), lease_token)
+    return _execute_released_step(run, lease_token, progress)
+
+
+def _execute_released_step(run: Run, lease_token: str, progress: Progress) -> bool:
+    try:
+        return execute_released_step(run, lease_token, enqueue=enqueue, progress=progress)
+    except (OperationalError, InterfaceError):
+        raise  # the database went away: the task retries, and the lease keeps the run meanwhile
+    except Exception as exc:
+        logger.exception("step %s of run %s failed", run.current_state, run.pk)
+        return fail_crashed_step(run, lease_token, exc, enqueue)
+
+
 def _execute_next_step(run_id: str, lease_token: str) -> bool:
     """Run one step and commit its checkpoint; True when the run has more steps to go."""
     run = Run.objects.get(pk=run_id)
@@ -115,13 +147,7 @@ def _execute_next_step(run_id: str, lease_token: str) -> bool:
     if run.status == Run.Status.COMPENSATING:
         return compensation_resume(run, lease_token)
     if run.release_id:
-        try:
-            return execute_released_step(run, lease_token, enqueue=enqueue)
-        except (OperationalError, InterfaceError):
-            raise  # the database went away: the task retries, and the lease keeps the run meanwhile
-        except Exception as exc:
-            logger.exception("step %s of run %s failed", run.current_state, run_id)
-            return fail_crashed_step(run, lease_token, exc, enqueue)
+        return _execute_released_step(run, lease_token, progress_of(run))
     spec = workflow_spec(run.workflow)
     step = spec.step(run.current_state)
     results = dict(run.checkpoints.values_list("state", "output"))

@@ -6,7 +6,7 @@ from django.core.management.base import CommandError
 from django.db import DatabaseError, connection, connections, transaction
 
 from controlplane import append_only
-from controlplane.audit import ObjectRef, record, verify_chain
+from controlplane.audit import Entry, ObjectRef, record, record_many, verify_chain
 from controlplane.models import GENESIS_HASH, AuditEvent
 
 pytestmark = pytest.mark.django_db
@@ -36,6 +36,26 @@ def test_events_form_a_linear_chain_from_genesis():
     assert events[1].prev_hash == events[0].hash
     assert events[2].prev_hash == events[1].hash
     assert len({e.hash for e in events}) == 3
+    assert verify_chain().as_dict() == {"ok": True, "checked": 3, "first_bad": None, "reason": ""}
+
+
+def test_several_events_are_appended_in_one_insert_and_chain_like_single_ones(
+    django_assert_num_queries,
+):
+    first = record("user:alice", "thing.created", ObjectRef("thing", "1"), {"n": 1})
+    entries = [
+        Entry("system:worker", "thing.changed", ObjectRef("thing", "1"), {"n": 2}, run_id="r-1"),
+        Entry("system:worker", "thing.finished", ObjectRef("thing", "1"), {"n": 3}, run_id="r-1"),
+    ]
+
+    queries = 3 if connection.vendor == "postgresql" else 2  # lock, head and clock, one INSERT
+    with django_assert_num_queries(queries):
+        events = record_many(entries)
+
+    assert [e.seq for e in events] == [2, 3] and events[0].prev_hash == first.hash
+    assert events[1].prev_hash == events[0].hash and events[0].created_at == events[1].created_at
+    stored = list(AuditEvent.objects.filter(seq__gt=1).values_list("action", "run_id", "payload"))
+    assert stored == [("thing.changed", "r-1", {"n": 2}), ("thing.finished", "r-1", {"n": 3})]
     assert verify_chain().as_dict() == {"ok": True, "checked": 3, "first_bad": None, "reason": ""}
 
 

@@ -259,15 +259,20 @@ def _detailed_run(requester):
         effect_id=f"msg-77{HOSTILE}",
         compensation_tool="mail.recall",
     )
-    PendingAction.objects.create(
-        run=run,
-        state="commit",
-        reasons=[f"amount over 500 {HOSTILE}"],
-        proposed_action={"tool": "crm.update_case", "args": {"note": f"<b>bold</b>{HOSTILE}"}},
-        action_hash="a" * 64,
-        approvers=["reviewer"],
-        quorum=2,
-        policy_decision_id=4343,
+    # Stored as it is: the approval request that creating one opens needs the release's policy.
+    PendingAction.objects.bulk_create(
+        [
+            PendingAction(
+                run=run,
+                state="commit",
+                reasons=[f"amount over 500 {HOSTILE}"],
+                proposed_action={"tool": "crm.update_case", "args": {"note": f"<b>bold</b>{HOSTILE}"}},
+                action_hash="a" * 64,
+                approvers=["reviewer"],
+                quorum=2,
+                policy_decision_id=4343,
+            )
+        ]
     )
     return run
 
