@@ -17,7 +17,7 @@ from runs.models import Run
 
 from .test_failure_modes import publish, submit, workflow
 
-# ruff: noqa: F811  (the publish and submit fixtures come from the failure-mode tests)
+# ruff: noqa: F401, F811  (the publish and submit fixtures come from the failure-mode tests)
 
 pytestmark = pytest.mark.django_db
 PER_STEP = 6
