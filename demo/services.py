@@ -26,9 +26,10 @@ DEMO_USERS = (
     ("admin", ADMIN, "admin-demo-pass"),
 )
 
-# (workflow, case id, input): built-in intake runs, and support cases on the staging release
-# (a small refund that waits only for the irreversible CRM write, a large one that stops at the
-# approval gate first, and a customer asking for a person).
+# (workflow, case id, input): built-in intake runs; support cases on the staging release (a
+# small refund that waits only for the irreversible CRM write, a large one that stops at the
+# approval gate first, and a customer asking for a person); and data batches to review (a clean
+# one, one with a null key and a negative amount that waits for a steward, one whose schema changed).
 DEMO_CASES = (
     ("builtin.intake", "INTAKE-1", {"text": "The export page shows an error since this morning"}),
     ("builtin.intake", "INTAKE-2", {"text": "How do I add a second reviewer to my team?"}),
@@ -39,6 +40,21 @@ DEMO_CASES = (
         {"text": "I want my money back for order #456, a refund of $750"},
     ),
     ("support_case_resolution", "CASE-1003", {"text": "I want to speak to a person about my order"}),
+    (
+        "data_pipeline_review",
+        "orders_daily/2026-11-19",
+        {"dataset": "orders_daily", "batch_id": "2026-11-19"},
+    ),
+    (
+        "data_pipeline_review",
+        "orders_daily/2026-11-20",
+        {"dataset": "orders_daily", "batch_id": "2026-11-20"},
+    ),
+    (
+        "data_pipeline_review",
+        "orders_daily/2026-11-21",
+        {"dataset": "orders_daily", "batch_id": "2026-11-21"},
+    ),
 )
 
 

@@ -92,3 +92,59 @@ class KnowledgeArticle(models.Model):
 
     def __str__(self) -> str:
         return self.title
+
+
+class Dataset(models.Model):
+    """A table in the sandbox's data warehouse, with the schema its producers promised."""
+
+    slug = models.SlugField(max_length=100, unique=True)
+    title = models.CharField(max_length=200)
+    owner = models.CharField(max_length=200, help_text="The producing team.")
+    source = models.CharField(max_length=200, help_text="Where batches are loaded from.")
+    upstream = models.JSONField(default=list, blank=True, help_text="Datasets this one is derived from.")
+    expected_columns = models.JSONField(help_text="Column name to type: string, number, boolean.")
+    baseline_rows = models.PositiveIntegerField(help_text="Rows in a normal batch.")
+
+    class Meta:
+        ordering = ["slug"]
+
+    def __str__(self) -> str:
+        return self.slug
+
+
+class DatasetBatch(models.Model):
+    """One delivered batch of a dataset: the rows a pipeline run reviews."""
+
+    dataset = models.ForeignKey(Dataset, on_delete=models.PROTECT, related_name="batches")
+    batch_id = models.CharField(max_length=100)
+    rows = models.JSONField()
+
+    class Meta:
+        ordering = ["dataset", "batch_id"]
+        constraints = [models.UniqueConstraint(fields=["dataset", "batch_id"], name="one_batch_per_id")]
+
+    def __str__(self) -> str:
+        return f"{self.dataset_id}/{self.batch_id}"
+
+
+class CatalogEntry(models.Model):
+    """Metadata published about a batch: its review, lineage and tags. Retraction keeps the row."""
+
+    class Status(models.TextChoices):
+        PUBLISHED = "published"
+        RETRACTED = "retracted"
+
+    batch = models.ForeignKey(DatasetBatch, on_delete=models.PROTECT, related_name="catalog_entries")
+    effect = models.ForeignKey(Effect, on_delete=models.PROTECT, related_name="catalog_entries")
+    status = models.CharField(max_length=20, choices=Status.choices, default=Status.PUBLISHED)
+    severity = models.CharField(max_length=10)
+    report = models.TextField()
+    lineage = models.JSONField(default=dict)
+    tags = models.JSONField(default=list)
+    created_at = models.DateTimeField(db_default=Now())
+
+    class Meta:
+        ordering = ["created_at", "pk"]
+
+    def __str__(self) -> str:
+        return f"{self.batch} ({self.status})"

@@ -15,7 +15,7 @@ from decimal import Decimal, InvalidOperation
 
 from django.db import IntegrityError, transaction
 
-from .models import Effect, KnowledgeArticle, Refund, SupportCase
+from .models import CatalogEntry, DatasetBatch, Effect, KnowledgeArticle, Refund, SupportCase
 
 DEFAULT_MAX_RESULTS = 5
 _WORD = re.compile(r"[a-z0-9]+")
@@ -88,8 +88,63 @@ def reopen_case(args: dict, *, idempotency_key: str) -> Outcome:
     return _once("reopen_case", args, idempotency_key, _reopen)
 
 
-_READS: dict[str, Callable[[dict], dict]] = {"kb_search": kb_search, "get_case": get_case}
-_WRITES: dict[str, Callable[..., Outcome]] = {"update_case": update_case, "reopen_case": reopen_case}
+def profile_batch(args: dict) -> dict:
+    """A batch's profile beside what its producer promised: row count, observed column types,
+    nulls per column, negative amounts; the lineage the warehouse knows."""
+    batch = _batch(args)
+    dataset, rows = batch.dataset, batch.rows
+    columns: dict[str, str] = {}
+    nulls: dict[str, int] = {}
+    for row in rows:
+        for name, value in row.items():
+            if value is None:
+                nulls[name] = nulls.get(name, 0) + 1
+            else:
+                columns.setdefault(name, _type_name(value))
+    amounts = [row["amount"] for row in rows if isinstance(row.get("amount"), int | float)]
+    return {
+        "dataset": dataset.slug,
+        "batch_id": batch.batch_id,
+        "owner": dataset.owner,
+        "source": dataset.source,
+        "upstream": dataset.upstream,
+        "row_count": len(rows),
+        "baseline_rows": dataset.baseline_rows,
+        "columns": columns,
+        "expected_columns": dataset.expected_columns,
+        "null_counts": nulls,
+        "negative_amounts": sum(1 for amount in amounts if amount < 0),
+    }
+
+
+def get_catalog_entry(args: dict) -> dict:
+    """The batch's published metadata, if any: the reconcile lookup of `publish_metadata`."""
+    entry = _batch(args).catalog_entries.filter(status=CatalogEntry.Status.PUBLISHED).last()
+    return {"published": entry is not None, **(_entry_view(entry) if entry else {})}
+
+
+def publish_metadata(args: dict, *, idempotency_key: str) -> Outcome:
+    """Publish a batch's review (severity, report, lineage, tags) to the data catalog."""
+    return _once("publish_metadata", args, idempotency_key, _publish)
+
+
+def retract_metadata(args: dict, *, idempotency_key: str) -> Outcome:
+    """Retract what `original_effect_id` published; undoes `publish_metadata`."""
+    return _once("retract_metadata", args, idempotency_key, _retract)
+
+
+_READS: dict[str, Callable[[dict], dict]] = {
+    "kb_search": kb_search,
+    "get_case": get_case,
+    "profile_batch": profile_batch,
+    "get_catalog_entry": get_catalog_entry,
+}
+_WRITES: dict[str, Callable[..., Outcome]] = {
+    "update_case": update_case,
+    "reopen_case": reopen_case,
+    "publish_metadata": publish_metadata,
+    "retract_metadata": retract_metadata,
+}
 
 
 def _once(operation: str, args: dict, idempotency_key: str, write: Write) -> Outcome:
@@ -145,6 +200,66 @@ def _reopen(args: dict, effect: Effect) -> tuple[dict, str]:
     case.status = SupportCase.Status.REOPENED
     case.save()
     return _case_view(case) | {"refunds_reversed": reversed_amounts}, f"case-reopen:{effect.pk}"
+
+
+def _publish(args: dict, effect: Effect) -> tuple[dict, str]:
+    severity = str(_arg(args, "severity"))
+    if severity not in ("low", "medium", "high"):
+        raise OperationError(f"severity must be low, medium or high, not {severity!r}")
+    entry = CatalogEntry.objects.create(
+        batch=_batch(args),
+        effect=effect,
+        severity=severity,
+        report=str(_arg(args, "report")),
+        lineage=args.get("lineage") or {},
+        tags=list(args.get("tags") or []),
+    )
+    return _entry_view(entry), f"catalog-entry:{entry.pk}"
+
+
+def _retract(args: dict, effect: Effect) -> tuple[dict, str]:
+    original_id = _arg(args, "original_effect_id")
+    entry = CatalogEntry.objects.select_for_update().filter(effect__effect_id=original_id).first()
+    if entry is None:
+        raise OperationError(f"no catalog entry published by {original_id!r}")
+    entry.status = CatalogEntry.Status.RETRACTED
+    entry.save(update_fields=["status"])
+    Effect.objects.filter(pk=entry.effect_id, compensated_by_key="").update(
+        compensated_by_key=effect.idempotency_key
+    )
+    return _entry_view(entry), f"catalog-retraction:{effect.pk}"
+
+
+def _batch(args: dict) -> DatasetBatch:
+    dataset, batch_id = _arg(args, "dataset"), _arg(args, "batch_id")
+    batch = (
+        DatasetBatch.objects.select_related("dataset")
+        .filter(dataset__slug=dataset, batch_id=batch_id)
+        .first()
+    )
+    if batch is None:
+        raise OperationError(f"no batch {batch_id!r} of dataset {dataset!r}")
+    return batch
+
+
+def _entry_view(entry: CatalogEntry) -> dict:
+    return {
+        "dataset": entry.batch.dataset.slug,
+        "batch_id": entry.batch.batch_id,
+        "status": entry.status,
+        "severity": entry.severity,
+        "report": entry.report,
+        "lineage": entry.lineage,
+        "tags": entry.tags,
+    }
+
+
+def _type_name(value: object) -> str:
+    if isinstance(value, bool):
+        return "boolean"
+    if isinstance(value, int | float):
+        return "number"
+    return "string" if isinstance(value, str) else type(value).__name__
 
 
 def _case_for_update(args: dict) -> SupportCase:

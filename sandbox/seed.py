@@ -76,11 +76,89 @@ CASES = (
 )
 
 
+ORDER_COLUMNS = {"order_id": "string", "customer_id": "string", "amount": "number", "currency": "string"}
+
+
+def _orders(count: int, **overrides) -> list[dict]:
+    rows = [
+        {"order_id": f"O-{n:04d}", "customer_id": f"C-{n % 5:03d}", "amount": 20 + 7 * n, "currency": "EUR"}
+        for n in range(1, count + 1)
+    ]
+    for index, changes in overrides.items():
+        rows[int(index.removeprefix("row"))].update(changes)
+    return rows
+
+
+# (slug, title, owner, source, upstream, expected columns, baseline rows)
+DATASETS = (
+    (
+        "orders_daily",
+        "Orders, daily",
+        "commerce-data",
+        "warehouse.orders",
+        ["checkout_events"],
+        ORDER_COLUMNS,
+        8,
+    ),
+    (
+        "customers",
+        "Customers",
+        "crm-data",
+        "crm.export",
+        [],
+        {"customer_id": "string", "email": "string", "country": "string"},
+        3,
+    ),
+)
+# (dataset, batch id, rows): a clean day, a day with a null key and a negative amount, a day
+# whose producer dropped a column and added one, and a clean customer export.
+BATCHES = (
+    ("orders_daily", "2026-11-19", _orders(8)),
+    ("orders_daily", "2026-11-20", _orders(8, row2={"customer_id": None}, row5={"amount": -45})),
+    (
+        "orders_daily",
+        "2026-11-21",
+        [{k: v for k, v in row.items() if k != "currency"} | {"coupon": "WINTER"} for row in _orders(7)],
+    ),
+    (
+        "customers",
+        "2026-11-20",
+        [
+            {"customer_id": "C-000", "email": "ana@example.org", "country": "PT"},
+            {"customer_id": "C-001", "email": "bo@example.org", "country": "SE"},
+            {"customer_id": "C-002", "email": "cy@example.org", "country": "FR"},
+        ],
+    ),
+)
+
+
 def seed(apps: Apps = global_apps) -> None:
-    """Create the demo articles and cases that are missing (`apps` is a migration's state)."""
+    """Create the demo articles, cases, datasets and batches that are missing (`apps` is a
+    migration's state)."""
     article_model = apps.get_model("sandbox", "KnowledgeArticle")
     case_model = apps.get_model("sandbox", "SupportCase")
     for slug, title, body, tags in ARTICLES:
         article_model.objects.get_or_create(slug=slug, defaults={"title": title, "body": body, "tags": tags})
     for case_id, customer, subject in CASES:
         case_model.objects.get_or_create(case_id=case_id, defaults={"customer": customer, "subject": subject})
+    try:
+        dataset_model = apps.get_model("sandbox", "Dataset")
+        batch_model = apps.get_model("sandbox", "DatasetBatch")
+    except LookupError:  # an early migration's state: the warehouse came later
+        return
+    for slug, title, owner, source, upstream, columns, baseline in DATASETS:
+        dataset_model.objects.get_or_create(
+            slug=slug,
+            defaults={
+                "title": title,
+                "owner": owner,
+                "source": source,
+                "upstream": upstream,
+                "expected_columns": columns,
+                "baseline_rows": baseline,
+            },
+        )
+    for slug, batch_id, rows in BATCHES:
+        batch_model.objects.get_or_create(
+            dataset=dataset_model.objects.get(slug=slug), batch_id=batch_id, defaults={"rows": rows}
+        )

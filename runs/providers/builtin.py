@@ -163,10 +163,94 @@ def _policy_check(request: ModelRequest) -> dict:
     return {"score": round(max(score, 0.0), 2), "issues": issues}
 
 
+def _schema_validation(request: ModelRequest) -> dict:
+    """The batch's observed columns against the producer's promise."""
+    observed = _mapping(request, "columns")
+    expected = _mapping(request, "expected_columns")
+    missing = sorted(set(expected) - set(observed))
+    unexpected = sorted(set(observed) - set(expected))
+    mismatched = sorted(
+        f"{name}: {observed[name]} instead of {kind}"
+        for name, kind in expected.items()
+        if name in observed and observed[name] != kind
+    )
+    return {
+        "schema_valid": not (missing or unexpected or mismatched),
+        "missing_columns": missing,
+        "unexpected_columns": unexpected,
+        "type_mismatches": mismatched,
+    }
+
+
+def _anomaly_detection(request: ModelRequest) -> dict:
+    """High: nulls in a key column, negative amounts, or under half the usual rows; medium: a
+    schema change or a 20% drop in rows; low otherwise."""
+    variables = request.variables
+    rows, baseline = _number(variables.get("row_count")), _number(variables.get("baseline_rows"))
+    nulls = _mapping(request, "null_counts")
+    anomalies, high = [], False
+    for column, count in sorted(nulls.items()):
+        anomalies.append(f"{count} null value(s) in {column}")
+        high = high or column.endswith("_id")
+    if negative := _number(variables.get("negative_amounts")):
+        anomalies.append(f"{negative:g} negative amount(s)")
+        high = True
+    if baseline and rows < baseline:
+        drop = 1 - rows / baseline
+        anomalies.append(f"{drop:.0%} fewer rows than usual ({rows:g} instead of {baseline:g})")
+        high = high or drop >= 0.5
+        medium = drop >= 0.2
+    else:
+        medium = False
+    if variables.get("schema_valid") is False:
+        anomalies.append("the schema changed")
+        medium = True
+    severity = "high" if high else "medium" if medium else "low"
+    return {"anomalies": anomalies, "severity": severity, "confidence": 0.9 if anomalies else 0.95}
+
+
+def _lineage_tagging(request: ModelRequest) -> dict:
+    variables = request.variables
+    columns = _mapping(request, "columns")
+    tags = sorted(
+        {"pii" for name in columns if name in ("email", "customer_id", "phone")}
+        | {"finance" for name in columns if name in ("amount", "currency")}
+    )
+    lineage = {
+        "dataset": variables.get("dataset", ""),
+        "source": variables.get("source", ""),
+        "upstream": variables.get("upstream") or [],
+    }
+    return {"lineage": lineage, "tags": tags}
+
+
+def _pipeline_report(request: ModelRequest) -> dict:
+    variables = request.variables
+    anomalies = [a for a in variables.get("anomalies") or [] if isinstance(a, str)]
+    dataset, batch = variables.get("dataset", "the dataset"), variables.get("batch_id", "")
+    severity = variables.get("severity", "low")
+    findings = "; ".join(anomalies) if anomalies else "no anomalies found"
+    report = f"Batch {batch} of {dataset}: severity {severity}. Findings: {findings}."
+    return {"report": report}
+
+
+def _mapping(request: ModelRequest, name: str) -> dict:
+    value = request.variables.get(name)
+    return value if isinstance(value, dict) else {}
+
+
+def _number(value: Any) -> float:
+    return float(value) if isinstance(value, int | float) and not isinstance(value, bool) else 0.0
+
+
 _SKILLS: dict[str, Callable[[ModelRequest], dict]] = {
     "triage": _triage,
     "draft_reply": _draft_reply,
     "policy_check": _policy_check,
+    "schema_validation": _schema_validation,
+    "anomaly_detection": _anomaly_detection,
+    "lineage_tagging": _lineage_tagging,
+    "pipeline_report": _pipeline_report,
 }
 
 

@@ -18,10 +18,11 @@ def test_demo_loads_users_registry_and_runs_once(capsys):
 
     assert "requester-demo-pass" in first and "Releases: rel_" in first
     assert counts == (Release.objects.count(), Agent.objects.count(), Run.objects.count())
-    assert Agent.objects.filter(status="active").count() == 4
+    assert Agent.objects.filter(status="active").count() == 10
     assert Channel.objects.get(workflow="support_case_resolution", name="staging").release is not None
-    assert Run.objects.count() == 5
+    assert Run.objects.count() == 8
     assert Run.objects.filter(workflow="support_case_resolution", channel="staging").count() == 3
+    assert Run.objects.filter(workflow="data_pipeline_review", channel="staging").count() == 3
     assert verify_chain().ok
 
 
