@@ -13,5 +13,15 @@ APPROVAL_WEBHOOK_SECRET = secret("APPROVAL_WEBHOOK_SECRET", default="") or ""
 APPROVAL_WEBHOOK_TIMEOUT_SECONDS = env.float("APPROVAL_WEBHOOK_TIMEOUT_SECONDS", default=5.0)
 # Links in notices point here.
 BATON_BASE_URL = env.str("BATON_BASE_URL", default="http://127.0.0.1:8000")
-EMAIL_BACKEND = env.str("EMAIL_BACKEND", default="django.core.mail.backends.console.EmailBackend")
+
+# Mail: one URL (it may hold a password, so it may come from EMAIL_URL_FILE), e.g.
+# smtp+tls://user:password@mail.example.org:587; by default mail is printed on the console.
+_email = env.email_url_config(secret("EMAIL_URL", default="") or "consolemail://")
+EMAIL_BACKEND = _email["EMAIL_BACKEND"]
+EMAIL_HOST = _email.get("EMAIL_HOST") or "localhost"
+EMAIL_PORT = _email.get("EMAIL_PORT") or 25
+EMAIL_HOST_USER = _email.get("EMAIL_HOST_USER") or ""
+EMAIL_HOST_PASSWORD = _email.get("EMAIL_HOST_PASSWORD") or ""
+EMAIL_USE_TLS = _email.get("EMAIL_USE_TLS", False)
+EMAIL_USE_SSL = _email.get("EMAIL_USE_SSL", False)
 DEFAULT_FROM_EMAIL = env.str("DEFAULT_FROM_EMAIL", default="baton@localhost")
