@@ -11,14 +11,15 @@ from controlplane.dbtime import database_now_plus
 from controlplane.errors import Conflict, NotFound
 
 from ..engine.released import released_workflow
-from ..models import PendingAction, Run
+from ..models import Effect, PendingAction, Run
 from .queue import enqueue_on_commit
 
 
 def pending_action_decide(*, pending_action_id: int, approved: bool, actor: Any, reason: str = "") -> Run:
     """Apply a human decision to a parked run: approval resumes it from its checkpoint (the
     approved action is then carried out exactly as proposed); rejection follows the step's
-    `on_reject` or ends the run as rejected. Exactly one decision wins."""
+    `on_reject` (`fail` compensates the effects the run committed) or ends the run as rejected.
+    Exactly one decision wins."""
     with transaction.atomic():
         pending, run = _lock_pending(pending_action_id)
         pending.status = PendingAction.Status.APPROVED if approved else PendingAction.Status.REJECTED
@@ -50,8 +51,8 @@ def pending_action_decide(*, pending_action_id: int, approved: bool, actor: Any,
 
 
 def pending_action_expire(*, pending_action_id: int, actor: Any, fail: bool) -> Run:
-    """Nobody decided in time: the request expires and the run fails (`fail`) or follows its
-    step's rejection path, as a rejection would."""
+    """Nobody decided in time: the request expires and the run fails (`fail`; effects it
+    committed are compensated first) or follows its step's rejection path, as a rejection would."""
     with transaction.atomic():
         pending, run = _lock_pending(pending_action_id)
         pending.status, pending.decided_at = PendingAction.Status.EXPIRED, Now()
@@ -64,9 +65,14 @@ def pending_action_expire(*, pending_action_id: int, actor: Any, fail: bool) -> 
             **_audit(run),
         )
         if fail:
-            run.status, run.finished_at = Run.Status.FAILED, Now()
-            run.error = f"the approval request for {pending.state} expired"
-            record(actor, "run.failed", run, {"state": pending.state, "error": run.error}, **_audit(run))
+            _fail(run, f"the approval request for {pending.state} expired")
+            record(
+                actor,
+                "run.failed" if run.status == Run.Status.FAILED else "run.compensating",
+                run,
+                {"state": pending.state, "error": run.error},
+                **_audit(run),
+            )
         else:
             _follow_rejection_path(run, pending, "handoff" in pending.proposed_action)
         run.updated_at = Now()
@@ -92,11 +98,21 @@ def _follow_rejection_path(run: Run, pending: PendingAction, handoff: bool) -> N
     if on_reject not in ("", "end", "fail"):
         run.current_state = on_reject
         _requeue(run)
+    elif on_reject == "fail":
+        _fail(run, f"the request for {pending.state} was rejected")
     else:
-        run.status, run.finished_at = (
-            (Run.Status.FAILED if on_reject == "fail" else Run.Status.REJECTED),
-            Now(),
-        )
+        run.status, run.finished_at = Run.Status.REJECTED, Now()
+
+
+def _fail(run: Run, error: str) -> None:
+    """Fail the run; effects it already committed are undone first (saga), by a worker."""
+    run.error = error
+    if Effect.objects.filter(run=run, status=Effect.Status.COMMITTED).exists():
+        run.status = Run.Status.COMPENSATING
+        run.lease_owner, run.lease_expires_at = "", database_now_plus(settings.RUN_LEASE_SECONDS)
+        enqueue_on_commit(run.pk)
+    else:
+        run.status, run.finished_at = Run.Status.FAILED, Now()
 
 
 def _requeue(run: Run) -> None:

@@ -4,18 +4,23 @@ from datetime import timedelta
 
 import pytest
 from django.contrib.auth.models import Group
+from django.db import DatabaseError, transaction
 from django.db.models.functions import Now
 
 from approvals import selectors, services
 from approvals.models import ApprovalDecision
+from approvals.tasks import escalate_due_approvals
 from controlplane.audit import verify_chain
 from controlplane.errors import Conflict, Forbidden, InvalidInput, NotFound
-from controlplane.identity import REVIEWER
+from controlplane.identity import REVIEWER, actor_for
 from controlplane.models import AuditEvent
 from policy.models import PolicyDecision
-from runs.models import PendingAction, Run, StepCheckpoint
+from registry.models import Agent
+from registry.services.bundles import bundle_apply
+from runs import services as run_services
+from runs.models import Effect, PendingAction, Run, StepCheckpoint
 
-from .scenarios import HIGH_VALUE_REFUND, LARGE_REFUND, advance, clear, pending_of
+from .scenarios import HIGH_VALUE_REFUND, LARGE_REFUND, SMALL_REFUND, advance, clear, pending_of
 
 pytestmark = pytest.mark.django_db
 
@@ -95,8 +100,6 @@ def test_the_requester_can_never_decide_their_own_request(parked, requester):
 
 
 def test_the_agent_identity_can_never_decide(parked, demo_registry):
-    from registry.models import Agent
-
     agent_user = Agent.objects.get(slug="case_manager").service_user
     agent_user.groups.add(Group.objects.get(name=REVIEWER))
     pending = parked()
@@ -226,9 +229,6 @@ def test_overdue_requests_escalate_along_the_chain_then_expire(parked, reviewer,
 @pytest.fixture
 def expiring_registry(platform_user, support_bundle):
     """The support workflow whose approval gate gives reviewers a minute and then fails the run."""
-    from controlplane.identity import actor_for
-    from registry.services.bundles import bundle_apply
-
     workflow = support_bundle["workflows"]["support_case_resolution"]
     support_bundle["workflows"]["support_case_resolution"] = workflow.replace(
         "on_reject: end}", "on_reject: end, approval_timeout_s: 60, on_expire: fail}"
@@ -237,9 +237,6 @@ def expiring_registry(platform_user, support_bundle):
 
 
 def test_a_step_may_set_its_due_time_and_fail_the_run_on_expiry(expiring_registry, requester):
-    from controlplane.identity import actor_for
-    from runs import services as run_services
-
     run = run_services.task_submit(
         requester=requester,
         actor=actor_for(requester),
@@ -293,8 +290,6 @@ def test_a_superuser_decides_for_the_admin_group_once_escalated(parked, django_u
 
 
 def test_the_beat_task_escalates_overdue_requests(parked, settings):
-    from approvals.tasks import escalate_due_approvals
-
     schedule = settings.CELERY_BEAT_SCHEDULE["escalate-due-approvals"]
     assert schedule["task"] == escalate_due_approvals.name
     pending = parked()
@@ -306,10 +301,48 @@ def test_the_beat_task_escalates_overdue_requests(parked, settings):
 
 
 def test_decisions_are_append_only_in_the_database(parked, reviewer):
-    from django.db import DatabaseError, transaction
-
     recorded = decide(parked(), reviewer)
     with pytest.raises(DatabaseError, match="append-only"), transaction.atomic():
         ApprovalDecision.objects.filter(pk=recorded.pk).update(reason="edited afterwards")
     with pytest.raises(DatabaseError, match="append-only"), transaction.atomic():
         ApprovalDecision.objects.filter(pk=recorded.pk).delete()
+
+
+@pytest.fixture
+def confirming_registry(platform_user, support_bundle):
+    """The support workflow with a last gate after the irreversible commit that fails the run
+    when rejected: the committed case update must then be undone."""
+    workflow = support_bundle["workflows"]["support_case_resolution"]
+    commit_end = workflow.index('refund_amount: "=refund_amount"}}') + len(
+        'refund_amount: "=refund_amount"}}'
+    )
+    support_bundle["workflows"]["support_case_resolution"] = (
+        workflow[:commit_end]
+        + '\n  - confirm:  {human_if: ["refund_amount > 0"], on_reject: fail}'
+        + workflow[commit_end:]
+    )
+    return bundle_apply(bundle=support_bundle, author=platform_user, actor=actor_for(platform_user))
+
+
+def test_a_rejection_that_fails_the_run_compensates_what_it_committed(
+    confirming_registry, requester, reviewer
+):
+    run = run_services.task_submit(
+        requester=requester,
+        actor=actor_for(requester),
+        workflow="support_case_resolution",
+        case_id="CASE-1001",
+        input=SMALL_REFUND,
+        channel="staging",
+    ).run
+    decide(pending_of(advance(run)), reviewer)  # the irreversible commit
+    confirm = pending_of(advance(run))
+    assert confirm.state == "confirm"
+    assert Effect.objects.get(run=run).status == Effect.Status.COMMITTED
+
+    decide(confirm, reviewer, "reject", reason="the customer withdrew the claim")
+    run.refresh_from_db()
+    assert run.status == Run.Status.COMPENSATING and "rejected" in run.error
+    run = advance(run)
+    assert run.status == Run.Status.COMPENSATED
+    assert Effect.objects.get(run=run).status == Effect.Status.COMPENSATED
