@@ -27,8 +27,9 @@
     selectedId = row.dataset.approvalId;
     mark(row);
     row.scrollIntoView({ block: "nearest" });
-    if (window.htmx) {
-      window.htmx.ajax("GET", row.dataset.panelUrl, { target: "#approval-panel", swap: "innerHTML" });
+    const link = row.querySelector("a.approval-open");
+    if (window.htmx && link) {
+      window.htmx.ajax("GET", link.getAttribute("hx-get"), { target: "#approval-panel", swap: "innerHTML" });
     }
   }
 

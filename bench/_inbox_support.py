@@ -1,0 +1,222 @@
+"""The Django side of inbox_bench.py, imported once DATABASE_URL names the bench database.
+
+Also the Celery app of the bench's worker (`celery -A _inbox_support worker`): Baton's app with
+a result backend and one trivial task, so that a raw round trip can be measured beside the
+run engine's tasks on the same worker and broker.
+"""
+
+import time
+from datetime import timedelta
+
+import _setup  # noqa: F401  (Django set-up, on the DATABASE_URL set by inbox_bench.py)
+from django.conf import settings
+from django.contrib.auth import get_user_model
+from django.contrib.auth.decorators import login_required
+from django.contrib.auth.models import Group
+from django.core.management import call_command
+from django.db import connection, transaction
+from django.http import HttpRequest, HttpResponse
+from django.test import Client
+from django.test.utils import CaptureQueriesContext
+from django.urls import include, path
+from django.utils import timezone
+
+from controlplane.celery import app
+from controlplane.identity import PLATFORM, REVIEWER, Actor, actor_for, api_key_issue
+from controlplane.models import AuditEvent
+from registry.services.bundles import bundle_apply, load_bundle_file
+from runs.models import PendingAction, Run
+from runs.services import task_submit
+from sandbox.models import SupportCase
+
+SUPPORT_BUNDLE = settings.BASE_DIR / "demo" / "bundles" / "support_case_resolution.yaml"
+SMALL_REFUND = {"text": "Please refund order #123, I want my money back: a refund of $120"}
+RISKS = [
+    ({"side_effect": "irreversible", "amount": 120, "sensitivity": "internal"}, PendingAction.Risk.HIGH),
+    ({"side_effect": "write", "amount": 40, "sensitivity": "internal"}, PendingAction.Risk.MEDIUM),
+    ({"conditions": ["confidence < 0.85"]}, PendingAction.Risk.MEDIUM),
+    ({}, PendingAction.Risk.LOW),
+]
+
+app.conf.result_backend = settings.CELERY_BROKER_URL
+
+
+@app.task(name="bench.echo", ignore_result=False)
+def echo(value: int) -> int:
+    return value
+
+
+@login_required
+def trivial(request: HttpRequest) -> HttpResponse:
+    """The baseline: a signed-in request through the same middleware, doing nothing."""
+    return HttpResponse("ok")
+
+
+urlpatterns = [path("bench/trivial/", trivial), path("", include("controlplane.urls"))]
+
+
+def prepare() -> None:
+    """Migrate the empty bench database; reviewer, requester and platform users; the demo workflow."""
+    call_command("migrate", verbosity=0)
+    settings.ROOT_URLCONF = __name__
+    users = get_user_model().objects
+    platform = users.create_user(username="bench-platform")
+    platform.groups.set(Group.objects.filter(name=PLATFORM))
+    reviewer = users.create_user(username="bench-reviewer")
+    reviewer.groups.set(Group.objects.filter(name=REVIEWER))
+    users.create_user(username="bench-requester")
+    bundle_apply(bundle=load_bundle_file(SUPPORT_BUNDLE), author=platform, actor=actor_for(platform))
+
+
+def reviewer_clients() -> tuple[Client, Client]:
+    """(a browser session, an API client with a key) of the reviewer."""
+    reviewer = get_user_model().objects.get(username="bench-reviewer")
+    browser = Client(HTTP_HOST="localhost")
+    browser.force_login(reviewer)
+    key = api_key_issue(
+        user=reviewer, name="bench", scopes=["approvals:read"], issued_by=Actor("bench", kind="system")
+    ).secret
+    return browser, Client(HTTP_HOST="localhost", HTTP_AUTHORIZATION=f"Bearer {key}")
+
+
+def bulk_pending(count: int, offset: int) -> None:
+    """`count` parked runs with their pending requests, written in bulk (no engine, no signals)."""
+    requester = get_user_model().objects.get(username="bench-requester")
+    now = timezone.now()
+    with transaction.atomic():
+        runs = Run.objects.bulk_create(
+            [
+                Run(
+                    workflow="support_case_resolution" if n % 3 else "builtin.intake",
+                    workflow_version="1",
+                    case_id=f"BULK-{offset + n}",
+                    input={"text": f"refund request {offset + n}"},
+                    status=Run.Status.WAITING_APPROVAL,
+                    current_state="commit",
+                    trace_id=f"{offset + n:032x}",
+                    requested_by=requester,
+                    request_digest="0" * 64,
+                )
+                for n in range(count)
+            ],
+            batch_size=1000,
+        )
+        PendingAction.objects.bulk_create(
+            [
+                PendingAction(
+                    run=run,
+                    state="commit",
+                    reasons=["crm.update_case is irreversible"],
+                    proposed_action={
+                        "tool": "crm.update_case",
+                        "args": {"case_id": run.case_id, "resolution": "ok"},
+                    },
+                    action_hash=f"{n:064x}",
+                    risk=RISKS[n % len(RISKS)][0],
+                    risk_rank=RISKS[n % len(RISKS)][1],
+                    approvers=["reviewer"],
+                    approver_group="reviewer",
+                    quorum=1,
+                    due_at=now + timedelta(hours=1 + (offset + n) % 72),
+                    workflow=run.workflow,
+                    requested_by=requester,
+                    sensitivity_rank=PendingAction.SENSITIVITY_RANKS["internal"],
+                )
+                for n, run in enumerate(runs)
+            ],
+            batch_size=1000,
+        )
+    with connection.cursor() as cursor:  # what autovacuum does to a table that grew this much
+        cursor.execute("VACUUM ANALYZE runs_run, runs_pendingaction")
+
+
+def queries_of(client: Client, url: str) -> int:
+    with CaptureQueriesContext(connection) as queries:
+        response = client.get(url)
+    assert response.status_code == 200, (url, response.status_code)
+    return len(queries)
+
+
+def timed_get(client: Client, url: str) -> float:
+    started = time.perf_counter()
+    response = client.get(url)
+    elapsed = time.perf_counter() - started
+    assert response.status_code == 200, (url, response.status_code)
+    return elapsed
+
+
+def submit_parked(count: int) -> list[str]:
+    """Open `count` cases in the sandbox system of record and submit them; the worker runs each
+    to its approval point."""
+    SupportCase.objects.bulk_create(
+        [
+            SupportCase(case_id=f"RESUME-{n}", customer="Bench", subject="Refund order #123")
+            for n in range(count)
+        ]
+    )
+    requester = get_user_model().objects.get(username="bench-requester")
+    return [
+        str(
+            task_submit(
+                requester=requester,
+                actor=actor_for(requester),
+                workflow="support_case_resolution",
+                case_id=f"RESUME-{n}",
+                input=SMALL_REFUND,
+                channel="staging",
+            ).run.pk
+        )
+        for n in range(count)
+    ]
+
+
+def wait_parked(run_ids: list[str], timeout: float) -> dict[str, int]:
+    """run id → its pending request, once the worker has parked every run."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        found = dict(
+            PendingAction.objects.filter(run_id__in=run_ids, status=PendingAction.Status.PENDING).values_list(
+                "run_id", "pk"
+            )
+        )
+        if len(found) == len(run_ids):
+            return {str(run_id): pk for run_id, pk in found.items()}
+        time.sleep(0.2)
+    raise RuntimeError(f"only {len(found)} of {len(run_ids)} runs parked within {timeout:.0f} s")
+
+
+def pause_to_resume(
+    browser: Client, run_id: str, pending_id: int, timeout: float = 30
+) -> tuple[float, float]:
+    """(seconds from the reviewer's approval POST to the worker's commit of the next step's audit
+    event, seconds the POST itself took)."""
+    started = time.perf_counter()
+    response = browser.post(f"/approvals/{pending_id}/decision/", {"decision": "approve", "reason": "bench"})
+    answered = time.perf_counter() - started
+    assert response.status_code == 302, response.status_code
+    next_step = AuditEvent.objects.filter(run_id=run_id, action="run.step.completed", payload__state="commit")
+    while not next_step.exists():
+        if time.perf_counter() - started > timeout:
+            run = Run.objects.get(pk=run_id)
+            actions = list(
+                AuditEvent.objects.filter(run_id=run_id).order_by("seq").values_list("action", "payload")
+            )
+            raise RuntimeError(
+                f"run {run_id} did not carry out its approved step in {timeout:.0f} s: "
+                f"{run.status} {run.error!r}; events {actions}"
+            )
+        time.sleep(0.0005)
+    return time.perf_counter() - started, answered
+
+
+def celery_round_trip() -> float:
+    started = time.perf_counter()
+    assert echo.delay(7).get(timeout=30) == 7
+    return time.perf_counter() - started
+
+
+def run_statuses(run_ids: list[str]) -> dict[str, int]:
+    statuses: dict[str, int] = {}
+    for status in Run.objects.filter(pk__in=run_ids).values_list("status", flat=True):
+        statuses[status] = statuses.get(status, 0) + 1
+    return statuses
