@@ -1,0 +1,30 @@
+import pytest
+
+pytestmark = pytest.mark.django_db
+
+
+@pytest.mark.parametrize(
+    ("persona", "advice", "links"),
+    [
+        ("requester", "As a requester:", ["/runs/"]),
+        ("reviewer", "As a reviewer:", ["/approvals/", "/runs/"]),
+        ("platform_user", "As a platform engineer:", ["/monitoring/", "/policy/"]),
+        ("auditor", "As an auditor:", ["/evidence/", "/monitoring/"]),
+        ("admin_user", "As an admin:", ["/approvals/", "/evidence/"]),
+    ],
+)
+def test_the_landing_page_says_what_to_try_for_each_role(request, signed_in, persona, advice, links):
+    response = signed_in(request.getfixturevalue(persona)).get("/")
+    body = response.content.decode()
+    assert response.status_code == 200 and advice in body
+    for link in links:
+        assert f'href="{link}' in body
+
+
+def test_requesters_are_not_shown_pages_they_cannot_open(signed_in, requester):
+    body = signed_in(requester).get("/").content.decode()
+    assert (
+        'href="/evidence/' not in body
+        and 'href="/approvals/' not in body
+        and 'href="/monitoring/' not in body
+    )
