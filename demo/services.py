@@ -1,6 +1,7 @@
 """Demo users and runs for a first local start."""
 
 from dataclasses import dataclass
+from decimal import Decimal
 from pathlib import Path
 
 from django.contrib.auth import get_user_model
@@ -8,7 +9,14 @@ from django.contrib.auth.models import Group
 from django.db import transaction
 
 from controlplane.identity import ADMIN, AUDITOR, PLATFORM, REVIEWER, actor_for
+from registry.models import Channel
 from registry.services.bundles import bundle_apply, load_bundle_file
+from registry.services.releases import (
+    release_create,
+    release_promote,
+    release_record_evaluation,
+    release_sign_off,
+)
 from runs.services import task_submit
 from sandbox.seed import seed as seed_sandbox
 
@@ -58,6 +66,41 @@ DEMO_CASES = (
 )
 
 
+SUPPORT = "support_case_resolution"
+
+
+def _production_rollout(platform, signers) -> list[str]:
+    """Production runs the staging release of the support workflow, with a second release (the
+    response writer on a tuned model config) as a 10% canary; both passed their evaluation and
+    were signed off by two reviewers, as a gated channel requires."""
+    actor = actor_for(platform)
+    stable = Channel.objects.get(workflow=SUPPORT, name="staging").release
+    bindings = {slug: dict(binding) for slug, binding in stable.manifest["agents"].items()}
+    bindings["response_writer"]["model_config"] = "builtin-tuned"
+    canary = release_create(
+        spec={"workflow": SUPPORT, "policy_bundle": "default", "agents": bindings},
+        author=platform,
+        actor=actor,
+    ).release
+    for release in (stable, canary):
+        if not release.evaluations.exists():
+            release_record_evaluation(
+                release=release,
+                suite="support-regression",
+                score=Decimal("0.96"),
+                details={"cases": 120, "source": "demo"},
+                recorded_by=platform,
+                actor=actor,
+            )
+        for signer in signers:
+            release_sign_off(
+                release=release, user=signer, actor=actor_for(signer), comment="regression suite reviewed"
+            )
+    release_promote(release=stable, channel="production", actor=actor)
+    release_promote(release=canary, channel="production", mode="canary", canary_percent=10, actor=actor)
+    return [canary.id]
+
+
 @dataclass(frozen=True)
 class DemoResult:
     logins: list[tuple[str, str, str]]
@@ -85,6 +128,7 @@ def demo_load() -> DemoResult:
             actor=actor_for(users["platform"]),
         )
         releases += report.releases
+    releases += _production_rollout(users["platform"], [users["reviewer"], users["reviewer2"]])
     seed_sandbox()
     requester = users["requester"]
     runs_created = 0

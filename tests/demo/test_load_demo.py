@@ -19,7 +19,15 @@ def test_demo_loads_users_registry_and_runs_once(capsys):
     assert "requester-demo-pass" in first and "Releases: rel_" in first
     assert counts == (Release.objects.count(), Agent.objects.count(), Run.objects.count())
     assert Agent.objects.filter(status="active").count() == 10
-    assert Channel.objects.get(workflow="support_case_resolution", name="staging").release is not None
+    staging = Channel.objects.get(workflow="support_case_resolution", name="staging")
+    production = Channel.objects.get(workflow="support_case_resolution", name="production")
+    assert staging.release is not None and production.requires_gates
+    assert (production.baseline_id, production.mode, production.canary_percent) == (
+        staging.release_id,
+        "canary",
+        10,
+    )
+    assert production.release.manifest["agents"]["response_writer"]["model_config"] == "builtin-tuned"
     assert Run.objects.count() == 8
     assert Run.objects.filter(workflow="support_case_resolution", channel="staging").count() == 3
     assert Run.objects.filter(workflow="data_pipeline_review", channel="staging").count() == 3
