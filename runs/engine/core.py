@@ -13,8 +13,10 @@ from datetime import datetime
 from typing import Any
 
 from django.conf import settings
-from django.db import transaction
+from django.db import connection, transaction
+from django.db.models import sql
 from django.db.models.functions import Now
+from django.db.models.sql.constants import CURSOR
 
 from controlplane.audit import Entry, ledger_lock_condition, record, record_many
 from controlplane.canonical import digest
@@ -216,7 +218,7 @@ def _commit_step(
             if not decision.allow:
                 return None, (decision, log_decision)
             log_decision()
-        StepCheckpoint.objects.create(
+        checkpoint = StepCheckpoint(
             run=run,
             sequence=move.sequence,
             state=move.state,
@@ -285,15 +287,28 @@ def _commit_step(
         if events:
             # The run's update takes the ledger's lock, and the events go last: the lock that
             # orders every append is held for as short a time as possible.
-            _save(run, changed, *ledger_lock_condition())
+            _insert_and_update(checkpoint, run, changed, *ledger_lock_condition())
             record_many(events, ledger_locked=True)
         else:
-            _save(run, changed)
+            _insert_and_update(checkpoint, run, changed)
     return now, None
 
 
-def _save(run: Run, fields: list[str], *conditions) -> None:
-    Run.objects.filter(*conditions, pk=run.pk).update(**{field: getattr(run, field) for field in fields})
+def _insert_and_update(checkpoint: StepCheckpoint, run: Run, fields: list[str], *conditions) -> None:
+    """Insert the checkpoint and update the run's `fields`: on PostgreSQL in one statement (a
+    data-modifying WITH), both compiled by Django as it would have sent them one by one."""
+    update = Run.objects.filter(*conditions, pk=run.pk).query.chain(sql.UpdateQuery)
+    update.add_update_values({field: getattr(run, field) for field in fields})
+    if connection.vendor != "postgresql":
+        checkpoint.save(force_insert=True)
+        update.get_compiler(connection=connection).execute_sql(CURSOR).close()
+        return
+    insert = sql.InsertQuery(StepCheckpoint)
+    insert.insert_values([f for f in StepCheckpoint._meta.concrete_fields if not f.primary_key], [checkpoint])
+    ((insert_sql, insert_params),) = insert.get_compiler(connection=connection).as_sql()
+    update_sql, update_params = update.get_compiler(connection=connection).as_sql()
+    with connection.cursor() as cursor:
+        cursor.execute(f"WITH checkpoint AS ({insert_sql}) {update_sql}", (*insert_params, *update_params))
 
 
 def _create_pending(locked: Run, pending: dict) -> PendingAction:

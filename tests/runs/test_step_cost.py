@@ -2,9 +2,9 @@
 
 A step of a running released workflow, once the worker holds the lease and has read the run:
 lock the run row reading the lease and the database clock; log the transition decision;
-insert the checkpoint; update the run (the statement also takes the ledger's lock); read the
-chain head and clock; insert the step's audit events (one INSERT, also when the run ends).
-Plus BEGIN and COMMIT, which are not counted here.
+insert the checkpoint and update the run (one statement on PostgreSQL, which also takes the
+ledger's lock); read the chain head and clock; insert the step's audit events (one INSERT,
+also when the run ends). Plus BEGIN and COMMIT, which are not counted here.
 """
 
 import pytest
@@ -20,7 +20,7 @@ from .test_failure_modes import publish, submit, workflow
 # ruff: noqa: F401, F811  (the publish and submit fixtures come from the failure-mode tests)
 
 pytestmark = pytest.mark.django_db
-PER_STEP = 6
+PER_STEP = 5 if connection.vendor == "postgresql" else 6
 # Per run: claim the lease, read the run (with the clock), mark it started (the update, then
 # its audit append: the ledger lock on PostgreSQL, the head, the insert). A new run has no
 # checkpoints to read.
@@ -49,7 +49,7 @@ def test_a_step_costs_a_fixed_number_of_statements(publish, submit, steps):
 
     listing = "\n".join(s[:120] for s in sql)
     assert len(sql) == PER_RUN + PER_STEP * steps, listing
-    assert sum(s.startswith('INSERT INTO "runs_stepcheckpoint"') for s in sql) == steps
+    assert sum('INSERT INTO "runs_stepcheckpoint"' in s for s in sql) == steps
     assert sum(s.startswith('INSERT INTO "controlplane_auditevent"') for s in sql) == steps + 1
     assert sum(s.startswith("SELECT clock_timestamp()") for s in sql) == 0  # clocks ride along
     assert sum(s.startswith('SELECT "runs_run"."id"') for s in sql) == 1  # the run is read once
