@@ -16,7 +16,9 @@ def polyline(series: list[dict], key: str) -> str:
     if not known:
         return ""
     top = 1.0 if max(known) <= 1.0 and key != "runs" else max(known) or 1.0
-    step = WIDTH / max(len(values) - 1, 1)
+    if len(values) == 1:  # one day: a level line across the chart
+        values = values * 2
+    step = WIDTH / (len(values) - 1)
     return " ".join(
         f"{index * step:.1f},{HEIGHT - (value / top) * HEIGHT:.1f}"
         for index, value in enumerate(values)

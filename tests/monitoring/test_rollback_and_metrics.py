@@ -218,3 +218,11 @@ def test_metrics_need_the_token_or_a_platform_sign_in(client, signed_in, platfor
         assert name in text
     assert signed_in(reviewer).get("/metrics").status_code == 403
     assert signed_in(platform_user).get("/metrics").status_code == 200
+
+
+def test_trend_lines_scale_rates_and_draw_a_single_day_level():
+    from monitoring.templatetags.charts import polyline
+
+    assert polyline([{"rate": 0.5}], "rate") == "0.0,30.0 280.0,30.0"
+    assert polyline([{"rate": 1.0}, {"rate": None}, {"rate": 0.0}], "rate") == "0.0,0.0 280.0,60.0"
+    assert polyline([{"rate": None}], "rate") == ""
