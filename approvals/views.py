@@ -21,7 +21,7 @@ from django.views.decorators.http import require_POST
 from controlplane.errors import NotFound
 from controlplane.htmx import render_page
 from controlplane.identity import ADMIN, AUDITOR, PLATFORM, REVIEWER, has_role
-from controlplane.pages import done, paged, roles_required
+from controlplane.pages import done, roles_required
 from registry.models import Release
 from runs.models import Payload, PendingAction, StepCheckpoint
 from runs.workflows import BUILTIN_WORKFLOWS
@@ -37,12 +37,14 @@ READERS = (*DECIDERS, AUDITOR)
 OVERDUE = ExpressionWrapper(Q(due_at__lte=Now()), output_field=BooleanField())
 # The inbox is a work queue beside its detail panel: a screenful of rows, then the next page.
 INBOX_PER_PAGE = 25
+HISTORY_PER_PAGE = 50
+MAX_PAGE = 10_000  # deep enough for any reader; a bigger OFFSET only costs the database
 # What a row shows; the run's input and the rest load with the panel.
 INBOX_COLUMNS = (
     *("workflow", "state", "proposed_action", "approver_group", "quorum", "approvals", "risk_rank"),
     *("sensitivity_rank", "created_at", "due_at", "run__case_id", "requested_by__username"),
 )
-MAX_PAGE = 10_000
+HISTORY_COLUMNS = (*INBOX_COLUMNS, "status", "escalations", "decided_at")
 
 
 def _json(value: Any) -> str:
@@ -57,7 +59,7 @@ def inbox(request: HttpRequest) -> HttpResponse:
         filters.apply(selectors.pending_for(request.user)).only(*INBOX_COLUMNS).annotate(overdue=OVERDUE)
     )
     context = {
-        "page": _inbox_page(request, requests),
+        "page": _page_of(request, requests, INBOX_PER_PAGE),
         # Each row opens its panel with the way back to the inbox as it is now.
         "next_query": urlencode({"next": request.get_full_path()}),
         "filters": filters,
@@ -73,9 +75,9 @@ def inbox(request: HttpRequest) -> HttpResponse:
 
 
 @dataclass(frozen=True)
-class InboxPage:
-    """One page of the inbox, found without counting the requests: a count walks every pending
-    request (the navigation shows the total)."""
+class RowsPage:
+    """One page of a list, found without counting its rows: a count walks every pending request
+    (the navigation shows that total) or the whole history."""
 
     rows: list[PendingAction]
     number: int
@@ -86,14 +88,14 @@ class InboxPage:
         return self.number > 1
 
 
-def _inbox_page(request: HttpRequest, requests: QuerySet[PendingAction]) -> InboxPage:
+def _page_of(request: HttpRequest, requests: QuerySet[PendingAction], per_page: int) -> RowsPage:
     try:
         number = min(max(1, int(request.GET.get("page", "1"))), MAX_PAGE)
     except ValueError:
         number = 1
-    start = (number - 1) * INBOX_PER_PAGE
-    rows = list(requests[start : start + INBOX_PER_PAGE + 1])
-    return InboxPage(rows=rows[:INBOX_PER_PAGE], number=number, has_next=len(rows) > INBOX_PER_PAGE)
+    start = (number - 1) * per_page
+    rows = list(requests[start : start + per_page + 1])
+    return RowsPage(rows=rows[:per_page], number=number, has_next=len(rows) > per_page)
 
 
 def _workflow_names() -> list[str]:
@@ -181,7 +183,6 @@ def _panel_context(request: HttpRequest, pending: PendingAction, **forms) -> dic
         "can_read_decisions": has_role(user, PLATFORM, AUDITOR, ADMIN),
         "tool": proposed.get("tool", ""),
         "arguments_json": _json(proposed.get("args", proposed)),
-        "proposed_json": _json(pending.proposed_action),
         "input_json": _json(run.input),
         "risk": pending.risk if isinstance(pending.risk, dict) else {},
         "steps": [_step(checkpoint, stored) for checkpoint in checkpoints],
@@ -215,11 +216,13 @@ def _step(checkpoint: StepCheckpoint, stored: dict[str, Any]) -> dict:
 @roles_required(*READERS)
 def history(request: HttpRequest) -> HttpResponse:
     filters = HistoryFilters(request.GET)
-    requests = filters.apply(selectors.history_for(request.user)).prefetch_related(
-        Prefetch("decisions", queryset=ApprovalDecision.objects.select_related("reviewer"))
+    requests = (
+        filters.apply(selectors.history_for(request.user))
+        .only(*HISTORY_COLUMNS)
+        .prefetch_related(Prefetch("decisions", queryset=ApprovalDecision.objects.select_related("reviewer")))
     )
     context = {
-        "page": paged(request, requests),
+        "page": _page_of(request, requests, HISTORY_PER_PAGE),
         "filters": filters,
         "chosen": filters.chosen,
         "statuses": [c for c in PendingAction.Status.choices if c[0] != PendingAction.Status.PENDING],

@@ -11,10 +11,10 @@ from django.utils import timezone
 from django.utils.html import escape
 
 from approvals.models import ApprovalDecision
-from controlplane.identity import ADMIN
+from controlplane.identity import ADMIN, AGENT, REVIEWER
 from controlplane.models import AuditEvent
 from runs.models import PendingAction, Run, StepCheckpoint
-from tests.factories import RunFactory
+from tests.factories import RunFactory, UserFactory
 
 from .scenarios import LARGE_REFUND
 
@@ -446,3 +446,13 @@ def test_the_inbox_pages_without_counting_and_ignores_a_bad_page_number(signed_i
     assert 'href="?sort=due&amp;page=1">Previous</a>' in second and "Next</a>" not in second
     for page in ("0", "-3", "abc", "9" * 40):
         assert client.get(f"/approvals/?page={page}").status_code == 200
+
+
+def test_an_agent_identity_sees_no_request_and_decides_nothing(signed_in):
+    pending = pending_request()
+    agent = UserFactory(username="agent.case_manager", roles=[AGENT, REVIEWER])
+    client = signed_in(agent)
+    assert f'data-approval-id="{pending.pk}"' not in html_of(client.get("/approvals/"))
+    assert client.get(f"/approvals/{pending.pk}/").status_code == 404
+    assert client.post(f"/approvals/{pending.pk}/decision/", {"decision": "approve"}).status_code == 404
+    assert not ApprovalDecision.objects.exists()
