@@ -2,7 +2,8 @@
 
 Runs submitted over the API are executed by the worker up to their approval point; a reviewer
 signs in, finds the request in the inbox, opens it and approves it with the keyboard, and the
-worker finishes the run. The requester of a run is refused when they try to approve it.
+worker finishes the run; another request is rejected with the keyboard and a typed reason.
+The requester of a run is refused when they try to approve it.
 
 Playwright's synchronous API runs an event loop while the browser is open, so the database is
 only touched before the browser starts and after it closes; in between, everything is seen
@@ -19,6 +20,7 @@ import pytest
 from django.conf import settings
 from django.contrib.auth.models import Group
 
+from approvals.models import ApprovalDecision
 from controlplane.identity import ADMIN
 from runs.models import Effect, PendingAction, Run
 
@@ -128,6 +130,16 @@ def reviewer_sees_it_finish(browser, base_url: str, target: PendingAction, run_i
     assert page.query_selector(f'tr[data-approval-id="{target.pk}"]') is None
     page.wait_for_function("document.querySelector('#approval-count').textContent.trim() === '2'")
 
+    # r goes to the reject reason; Enter sends it.
+    page.keyboard.press("j")
+    page.wait_for_selector("#approval-panel .reject-form")
+    page.keyboard.press("r")
+    assert page.evaluate("document.activeElement.name") == "reason"
+    page.keyboard.type("Duplicate of another case")
+    page.keyboard.press("Enter")
+    page.wait_for_selector("text=: the run follows its rejection path.")
+    page.wait_for_function("document.querySelector('#approval-count').textContent.trim() === '1'")
+
     # The decided request stays in the history; its page follows the run until it ends.
     page.goto(f"{base_url}/approvals/history/")
     page.click(f'a[href="/approvals/{target.pk}/"]')
@@ -157,6 +169,9 @@ def test_a_reviewer_approves_a_parked_run_with_the_keyboard_and_sees_it_finish(
     effect = Effect.objects.get(run=run)
     assert effect.status == Effect.Status.COMMITTED and effect.args == target.proposed_action["args"]
     assert PendingAction.objects.get(pk=target.pk).decisions.get().reviewer == reviewer
+    rejected = ApprovalDecision.objects.get(decision="reject")
+    assert (rejected.reviewer, rejected.reason) == (reviewer, "Duplicate of another case")
+    assert str(rejected.pending_action.run_id) in others
 
 
 def requester_is_refused(browser, base_url: str, target: PendingAction) -> None:
