@@ -210,6 +210,9 @@ def _commit_step(
     with transaction.atomic():
         now = _own_lease_and_now(run, lease_token)
         if now is None:
+            # Cancelled (or swept) while the call was out: the run moves no more, but the
+            # effect ledger still says what the tool did, for whoever looks at it next.
+            _record_effect(outcome)
             return None, None
         log_decision = None
         # Ending counts as a move too: a last step over budget or past the deadline does not succeed.
@@ -226,14 +229,7 @@ def _commit_step(
             details=outcome.details,
             started_at=move.started_at,
         )
-        effect_pk = outcome.details.get("effect")
-        if effect_pk:
-            Effect.objects.filter(pk=effect_pk).update(
-                status=Effect.Status.COMMITTED,
-                result=outcome.output,
-                effect_id=outcome.details.get("effect_id", ""),
-                updated_at=Now(),
-            )
+        _record_effect(outcome)
         run.spent, run.step_attempts, run.claims_since_progress = move.spent, 0, 0
         run.hop_count += 1
         run.updated_at = Now()
@@ -292,6 +288,17 @@ def _commit_step(
         else:
             _insert_and_update(checkpoint, run, changed)
     return now, None
+
+
+def _record_effect(outcome: StepOutcome) -> None:
+    effect_pk = outcome.details.get("effect")
+    if effect_pk:
+        Effect.objects.filter(pk=effect_pk).update(
+            status=Effect.Status.COMMITTED,
+            result=outcome.output,
+            effect_id=outcome.details.get("effect_id", ""),
+            updated_at=Now(),
+        )
 
 
 def _insert_and_update(checkpoint: StepCheckpoint, run: Run, fields: list[str], *conditions) -> None:

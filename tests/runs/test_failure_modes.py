@@ -8,6 +8,7 @@ model server with scripted replies. Nothing of Baton's own is replaced.
 
 import copy
 import socket
+import threading
 import time
 import uuid
 from datetime import timedelta
@@ -788,3 +789,43 @@ def test_a_resumed_compensation_stops_where_the_dead_worker_met_a_failed_one(sag
     assert posts(tool_server, "payments.refund", "stock.release") == []
     assert Effect.objects.get(tool="stock.reserve").status == Effect.Status.COMMITTED
     assert event(run, "run.compensation_failed").payload == {"compensated": [], "failed": ["payments.charge"]}
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_run_cancelled_while_its_tool_call_is_out_records_the_effect_the_call_made(
+    publish, submit, tool_server, requester
+):
+    publish(
+        workflow(
+            "slow_write",
+            {"name": "open_ticket", "tool": "tickets.create", "agent": "ops_agent", "args": {"n": 1}},
+            {"name": "close_ticket", "tool": "tickets.close", "agent": "ops_agent", "args": {"n": 1}},
+        ),
+        tools={
+            "tickets.create": http_tool(tool_server, "tickets.create"),
+            "tickets.close": http_tool(tool_server, "tickets.close"),
+        },
+    )
+    run = submit("slow_write")
+    tool_server.delay_next(1.5)  # the ticket is made; the reply comes later
+
+    def work() -> None:
+        try:
+            services.run_advance(run_id=str(run.pk), worker="w1")
+        finally:
+            connection.close()
+
+    worker = threading.Thread(target=work)
+    worker.start()
+    deadline = time.monotonic() + 10
+    while tool_server.effects == 0 and time.monotonic() < deadline:
+        time.sleep(0.05)
+    services.run_cancel(run=run, actor=actor_for(requester), reason="customer withdrew")
+    worker.join(timeout=15)
+
+    run.refresh_from_db()
+    assert run.status == Run.Status.CANCELLED and states(run) == []
+    effect = Effect.objects.get()
+    assert (effect.status, effect.effect_id) == (Effect.Status.COMMITTED, "tickets.create:1")
+    assert effect.result["args"] == {"n": 1}
+    assert posts(tool_server) == ["tickets.create"]  # nothing after the cancel
