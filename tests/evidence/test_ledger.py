@@ -84,3 +84,37 @@ def test_checkpoints_are_append_only():
     checkpoint = audit_checkpoint()
     with pytest.raises(Exception, match="append-only"):
         AuditCheckpoint.objects.filter(pk=checkpoint.pk).update(seq=99)
+
+
+TRICKY = ['quote " backslash \\ slash /', "tab\tnew\nline\r\x08\x0c\x01\x1f\x7f", "é ü ß 中文 😀 \u2028"]
+
+
+@pytest.mark.postgres
+def test_the_database_rebuilds_every_events_canonical_json_byte_for_byte():
+    from controlplane.audit import _POSTGRES_BATCH
+
+    if connection.vendor != "postgresql":
+        pytest.skip("PostgreSQL only")
+    for text in TRICKY:
+        record(Actor(text, kind="user"), "test.tricky", ObjectRef(text, text), {text: [text, 1, None, True]},
+               trace_id="t", run_id=text, release_id=text)  # fmt: skip
+    with connection.cursor() as cursor:
+        cursor.execute(_POSTGRES_BATCH, [0])
+        assert [row[-1] for row in cursor.fetchall()] == [True] * len(TRICKY)
+    assert ledger_status().chain.checked == len(TRICKY)
+
+
+def test_verification_reports_progress_and_the_first_edited_event():
+    from controlplane.audit import verify_chain
+
+    append(4)
+    seen = []
+    assert verify_chain(progress=seen.append).ok and seen == [4]
+    append_only.remove(connection, "controlplane_auditevent")
+    try:
+        AuditEvent.objects.filter(seq=3).update(actor="user:mallory")
+    finally:
+        append_only.install(connection, "controlplane_auditevent")
+    result = verify_chain()
+    assert (result.ok, result.first_bad, result.checked) == (False, 3, 2)
+    assert result.reason == "event fields do not match its hash"
