@@ -118,3 +118,12 @@ def test_verification_reports_progress_and_the_first_edited_event():
     result = verify_chain()
     assert (result.ok, result.first_bad, result.checked) == (False, 3, 2)
     assert result.reason == "event fields do not match its hash"
+
+
+def test_the_verify_command_reports_progress(capsys):
+    from django.core.management import call_command
+
+    append(3)
+    call_command("audit_verify", "--progress")
+    captured = capsys.readouterr()
+    assert '"checked": 3' in captured.out and "verified 3 events" in captured.err
