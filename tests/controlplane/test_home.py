@@ -28,3 +28,17 @@ def test_requesters_are_not_shown_pages_they_cannot_open(signed_in, requester):
         and 'href="/approvals/' not in body
         and 'href="/monitoring/' not in body
     )
+
+
+@pytest.mark.parametrize(
+    ("persona", "shown", "hidden"),
+    [
+        ("requester", [], ["Dashboard</a>", "Evidence</a>"]),
+        ("reviewer", [], ["Dashboard</a>", "Evidence</a>"]),
+        ("platform_user", ["Dashboard</a>"], ["Evidence</a>"]),
+        ("auditor", ["Dashboard</a>", "Evidence</a>"], []),
+    ],
+)
+def test_the_navigation_shows_the_pages_each_role_may_open(request, signed_in, persona, shown, hidden):
+    nav = signed_in(request.getfixturevalue(persona)).get("/runs/").content.decode().split("</nav>")[0]
+    assert all(item in nav for item in shown) and not any(item in nav for item in hidden)
