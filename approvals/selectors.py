@@ -65,6 +65,15 @@ def requests_visible_to(user: User) -> QuerySet[PendingAction]:
     )
 
 
+def requests_in_view_of(user: User, status: str = "") -> QuerySet[PendingAction]:
+    """The caller's view of requests in one status (or all): for reviewers, `pending` is their
+    inbox (what they may decide now, as `pending_for`); auditors and admins see every request."""
+    if status == PendingAction.Status.PENDING and not has_role(user, AUDITOR, ADMIN):
+        return pending_for(user)
+    requests = requests_visible_to(user).select_related("run", "requested_by")
+    return requests.filter(status=status) if status else requests
+
+
 def request_for(user: User, pending_action_id: int) -> PendingAction:
     """One request with everything a reviewer needs (run, steps so far, decisions so far);
     NotFound when it does not exist or this user may not see it."""

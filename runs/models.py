@@ -231,6 +231,12 @@ class PendingAction(models.Model):
             ),
             models.Index(fields=["approver_group", "-created_at", "-id"], name="pending_group_recent_idx"),
             models.Index(fields=["-created_at", "-id"], name="pending_recent_idx"),
+            # Counting a reviewer's open requests reads this index alone, however long the history.
+            models.Index(
+                fields=["approver_group", "sensitivity_rank", "requested_by"],
+                condition=models.Q(status="pending"),
+                name="pending_open_count_idx",
+            ),
         ]
 
     def __str__(self) -> str:

@@ -5,6 +5,7 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
+from controlplane.api.pagination import NewestFirstPagination
 from controlplane.api.permissions import ScopedRolePermission, api_key_of
 from controlplane.identity import ADMIN, AUDITOR, PLATFORM, REVIEWER
 from runs.models import PendingAction
@@ -20,6 +21,11 @@ from .serializers import (
 READERS = (REVIEWER, PLATFORM, AUDITOR, ADMIN)
 # Approver groups are role groups: reviewers first, platform and admins by escalation.
 DECIDERS = (REVIEWER, PLATFORM, ADMIN)
+LIST_COLUMNS = (
+    *(f.name for f in PendingAction._meta.concrete_fields),
+    "run__case_id",
+    "requested_by__username",
+)
 
 
 class ApprovalFilter(django_filters.FilterSet):
@@ -47,9 +53,14 @@ class ApprovalFilter(django_filters.FilterSet):
         return queryset.filter(**{name: ranks[value]})
 
 
+class InboxPagination(NewestFirstPagination):
+    page_size = 25  # an inbox page, as in the browser
+
+
 class ApprovalListView(generics.ListAPIView):
     """Approval requests the caller may see, newest first: `?status=pending` is the inbox."""
 
+    pagination_class = InboxPagination
     permission_classes = [ScopedRolePermission]
     required_scopes = {"GET": "approvals:read"}
     required_roles = {"GET": READERS}
@@ -58,7 +69,11 @@ class ApprovalListView(generics.ListAPIView):
     filter_backends = [django_filters.rest_framework.DjangoFilterBackend]
 
     def get_queryset(self):
-        return selectors.requests_visible_to(self.request.user).select_related("run", "requested_by")
+        status_asked = self.request.query_params.get("status", "")
+        requests = selectors.requests_in_view_of(self.request.user, status_asked)
+        # A row shows the run's case id and the requester's name: the run's input and the
+        # user's other columns stay in the database.
+        return requests.only(*LIST_COLUMNS)
 
 
 class ApprovalDetailView(generics.RetrieveAPIView):

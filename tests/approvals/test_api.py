@@ -180,3 +180,28 @@ def test_the_endpoints_are_in_the_openapi_schema(client, admin_user):
     schema = client.get("/api/schema/", HTTP_ACCEPT="application/json").content.decode()
     for path in ("/api/v1/approvals", "/api/v1/approvals/{id}", "/api/v1/approvals/{id}/decision"):
         assert path in schema
+
+
+def test_the_list_rows_are_what_the_declared_fields_give(parked, requester, reviewer):
+    from rest_framework import serializers
+
+    from approvals.api.serializers import ApprovalListSerializer
+
+    rows = [parked(), *handoff(requester, 1)]
+    PendingAction.objects.filter(pk=rows[0].pk).update(decided_at=rows[0].created_at)
+    for pending in PendingAction.objects.select_related("run", "requested_by"):
+        serializer = ApprovalListSerializer()
+        assert serializer.to_representation(pending) == serializers.ModelSerializer.to_representation(
+            serializer, pending
+        )
+
+
+def test_an_inbox_page_holds_25_requests_and_the_next_page_the_rest(client_for, reviewer, requester):
+    handoff(requester, 27)
+    client = client_for(reviewer, READ)
+    first = client.get("/api/v1/approvals?status=pending").json()
+    assert len(first["results"]) == 25 and first["next"]
+    second = client.get(first["next"]).json()
+    assert len(second["results"]) == 2 and second["next"] is None
+    seen = {row["id"] for row in first["results"] + second["results"]}
+    assert len(seen) == 27
