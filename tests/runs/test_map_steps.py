@@ -15,6 +15,7 @@ from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
 
 from controlplane.audit import verify_chain
+from controlplane.identity import actor_for
 from policy.models import PolicyDecision
 from runs import services
 from runs.models import Effect, MapBranch, Run
@@ -360,3 +361,34 @@ def test_the_run_page_shows_each_branch_with_its_element_status_and_output(
     with CaptureQueriesContext(connection) as more:
         html = client.get(f"/runs/{run.pk}/").content.decode()
     assert html.count("status-succeeded") == 1 and len(more) == len(queries)  # no query per branch
+
+
+def test_an_operator_retry_runs_again_only_the_branches_that_did_not_succeed(
+    publish, submit, tool_server, requester
+):
+    flow = map_flow(tool_server, concurrency=1, check_tool="stock.lookup")
+    publish(
+        flow,
+        tools={
+            **map_tools(tool_server),
+            "stock.lookup": http_tool(tool_server, "stock.lookup", side_effect="read"),
+        },
+    )
+    run = advance(submit("stock_flow", ORDER))
+    run_branch(branches(run)[0])
+    tool_server.fail_next(1, 400)
+    run_branch(branches(run)[1])
+    run = advance(run)
+    assert run.status == Run.Status.FAILED and statuses(run) == ["succeeded", "failed", "cancelled"]
+
+    services.run_retry(run=run, actor=actor_for(requester), reason="lookup service fixed")
+    run = advance(run)
+
+    assert statuses(run) == ["succeeded", "queued", "pending"]
+    assert event(run, "run.retried").payload["branches_reset"] == 2
+    for index in (1, 2):
+        run_branch(branches(run)[index])
+    run = advance(run)
+    assert run.status == Run.Status.SUCCEEDED
+    looked_up = [r.body["args"]["sku"] for r in tool_server.requests if r.path == "/stock.lookup"]
+    assert looked_up == ["A-1", "B-2", "B-2", "C-3"]  # A-1 was not asked again
