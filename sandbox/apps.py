@@ -15,12 +15,13 @@ class SandboxConfig(AppConfig):
     def ready(self) -> None:
         from django.db.models.signals import post_migrate
 
-        from .seed import seed
-
         # Also after a flush (which empties what the data migration seeded), like Django's own
         # content types and permissions.
-        post_migrate.connect(
-            lambda sender, apps=None, **kwargs: seed(apps or global_apps),
-            sender=self,
-            dispatch_uid="sandbox-seed",
-        )
+        post_migrate.connect(_seed_after_migrate, sender=self, dispatch_uid="sandbox-seed")
+
+
+def _seed_after_migrate(sender, apps=None, **kwargs) -> None:
+    # A module-level receiver: signals hold receivers weakly, and a lambda would be collected.
+    from .seed import seed
+
+    seed(apps or global_apps)
