@@ -120,7 +120,7 @@ def main() -> int:
         )
 
         redis = PrivateRedis(log_dir, port=redis_port).start()
-        tool_server = SlowToolServer(max_delay_s=0.3, seed=seed).start()
+        tool_server = SlowToolServer(max_delay_s=0.5, seed=seed).start()
         users = get_user_model().objects
         platform = users.create_user(username="chaos-platform")
         platform.groups.set([Group.objects.get(name=PLATFORM)])
