@@ -55,6 +55,9 @@ class ApprovalFilter(django_filters.FilterSet):
 
 class InboxPagination(NewestFirstPagination):
     page_size = 25  # an inbox page, as in the browser
+    # Requests are numbered as they are created: a unique cursor position on every database
+    # (SQLite's clock has millisecond steps, so creation times can tie).
+    ordering = ("-pk",)
 
 
 class ApprovalListView(generics.ListAPIView):
