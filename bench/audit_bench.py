@@ -22,7 +22,7 @@ import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
-from chaos import create_database, drop_database, postgres_url
+from _databases import create_database, drop_database, postgres_url
 
 ROOT = Path(__file__).resolve().parent.parent
 TARGET_APPEND_RATIO = 0.5

@@ -29,36 +29,19 @@ import subprocess
 import sys
 import tempfile
 from pathlib import Path
-from urllib.parse import urlsplit, urlunsplit
 
-import psycopg
+from _databases import create_database, drop_database, postgres_url
 
 ROOT = Path(__file__).resolve().parent.parent
 LEASE_S = 2
 SWEEP_INTERVAL_S = 1
-
-
-def postgres_url(database: str) -> str:
-    url = os.environ.get("CHAOS_POSTGRES_URL") or os.environ.get("DATABASE_URL", "")
-    if not url.startswith(("postgres://", "postgresql://")):
-        url = "postgres://postgres@127.0.0.1:5432/postgres"
-    return urlunsplit(urlsplit(url)._replace(path=f"/{database}"))
+SERVER = os.environ.get("CHAOS_POSTGRES_URL")
 
 
 def free_port() -> int:
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         return probe.getsockname()[1]
-
-
-def create_database(name: str) -> None:
-    with psycopg.connect(postgres_url("postgres"), autocommit=True) as admin:
-        admin.execute(f'CREATE DATABASE "{name}"')
-
-
-def drop_database(name: str) -> None:
-    with psycopg.connect(postgres_url("postgres"), autocommit=True) as admin:
-        admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
 def parse_args() -> argparse.Namespace:
@@ -84,7 +67,7 @@ def main() -> int:
     database = f"baton_chaos_{os.getpid()}"
     redis_port = free_port()
     queue = f"baton-chaos-{os.getpid()}"
-    database_url = postgres_url(database)
+    database_url = postgres_url(database, SERVER)
     os.environ.update(
         DATABASE_URL=database_url,
         REDIS_URL=f"redis://127.0.0.1:{redis_port}/0",
@@ -97,7 +80,7 @@ def main() -> int:
     ok = False
     try:
         print(f"seed {seed}; database {database}; redis port {redis_port}; logs {log_dir}", flush=True)
-        create_database(database)
+        create_database(database, SERVER)
         subprocess.run(
             [sys.executable, "manage.py", "migrate", "--noinput", "-v", "0"],
             cwd=ROOT,
@@ -166,7 +149,7 @@ def main() -> int:
             from django.db import connections
 
             connections.close_all()
-        drop_database(database)
+        drop_database(database, SERVER)
         if ok and not args.keep_logs:
             shutil.rmtree(log_dir, ignore_errors=True)
         else:

@@ -32,11 +32,11 @@ import sys
 import time
 from importlib.metadata import version
 from typing import TypedDict
-from urllib.parse import urlsplit, urlunsplit
+from urllib.parse import urlsplit
 
 import psycopg
+from _databases import create_database, drop_database, percentile, postgres_url
 
-DEFAULT_SERVER = "postgres://postgres@127.0.0.1:5432/postgres"
 RUNS = 300
 STEPS = 6
 ROUNDS = 10
@@ -46,19 +46,6 @@ INSERTS = 2_000
 AUDIT_APPENDS = 1_000
 TARGET_RATIO = 0.8
 TARGET_AUDIT_SHARE = 0.10
-
-
-def database_url(name: str) -> str:
-    """The URL of database `name` on the server of DATABASE_URL (when it is PostgreSQL)."""
-    base = os.environ.get("DATABASE_URL", "")
-    if not base.startswith(("postgres://", "postgresql://")):
-        base = DEFAULT_SERVER
-    return urlunsplit(urlsplit(base)._replace(path=f"/{name}"))
-
-
-def percentile(samples: list[float], fraction: float) -> float:
-    ordered = sorted(samples)
-    return ordered[min(len(ordered) - 1, int(len(ordered) * fraction))]
 
 
 def describe(label: str, samples_s: list[float]) -> str:
@@ -294,10 +281,8 @@ def measure(url: str, profile: bool) -> int:
 
 def main() -> int:
     name = f"baton_bench_{os.getpid()}"
-    admin_url = database_url("postgres")
-    with psycopg.connect(admin_url, autocommit=True) as admin:
-        admin.execute(f'CREATE DATABASE "{name}"')
-    url = database_url(name)
+    create_database(name)
+    url = postgres_url(name)
     os.environ["DATABASE_URL"] = url  # before Django starts
     try:
         return measure(url, profile="--profile" in sys.argv[1:])
@@ -306,8 +291,7 @@ def main() -> int:
         if engine is not None:
             with contextlib.suppress(Exception):
                 engine.close()
-        with psycopg.connect(admin_url, autocommit=True) as admin:
-            admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        drop_database(name)
 
 
 if __name__ == "__main__":

@@ -29,11 +29,11 @@ import sys
 import time
 import uuid
 from pathlib import Path
-from urllib.parse import urlsplit, urlunsplit
+from urllib.parse import urlsplit
 
 import psycopg
+from _databases import create_database, drop_database, percentile, postgres_url
 
-DEFAULT_SERVER = "postgres://postgres@127.0.0.1:5432/postgres"
 BENCH_DIR = Path(__file__).resolve().parent
 SMALL, LARGE = 100, int(os.environ.get("INBOX_BENCH_PENDING", 10_000))
 ROUNDS, PER_ROUND = 10, int(os.environ.get("INBOX_BENCH_PER_ROUND", 20))
@@ -41,19 +41,6 @@ RESUMES = 30
 WARMUP = 20
 TARGET_PAGE_RATIO = 5
 TARGET_RESUME_RATIO = 3
-
-
-def database_url(name: str) -> str:
-    """The URL of database `name` on the server of DATABASE_URL (when it is PostgreSQL)."""
-    base = os.environ.get("DATABASE_URL", "")
-    if not base.startswith(("postgres://", "postgresql://")):
-        base = DEFAULT_SERVER
-    return urlunsplit(urlsplit(base)._replace(path=f"/{name}"))
-
-
-def percentile(samples: list[float], fraction: float) -> float:
-    ordered = sorted(samples)
-    return ordered[min(len(ordered) - 1, int(len(ordered) * fraction))]
 
 
 def describe(label: str, samples_s: list[float]) -> str:
@@ -247,10 +234,8 @@ class _HtmxClient:
 
 def main() -> int:
     name = f"baton_inbox_bench_{os.getpid()}"
-    admin_url = database_url("postgres")
-    with psycopg.connect(admin_url, autocommit=True) as admin:
-        admin.execute(f'CREATE DATABASE "{name}"')
-    url = database_url(name)
+    create_database(name)
+    url = postgres_url(name)
     os.environ["DATABASE_URL"] = url  # before Django starts
     try:
         return measure(url)
@@ -259,8 +244,7 @@ def main() -> int:
 
         with contextlib.suppress(Exception):
             connections.close_all()
-        with psycopg.connect(admin_url, autocommit=True) as admin:
-            admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        drop_database(name)
 
 
 if __name__ == "__main__":
