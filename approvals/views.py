@@ -23,7 +23,8 @@ from controlplane.htmx import render_page
 from controlplane.identity import ADMIN, AUDITOR, PLATFORM, REVIEWER, has_role
 from controlplane.pages import done, roles_required
 from registry.models import Release
-from runs.models import Payload, PendingAction, StepCheckpoint
+from runs import selectors as runs_selectors
+from runs.models import PendingAction, StepCheckpoint
 from runs.workflows import BUILTIN_WORKFLOWS
 
 from . import selectors
@@ -168,7 +169,7 @@ def _decided_message(recorded: ApprovalDecision) -> str:
 def _panel_context(request: HttpRequest, pending: PendingAction, **forms) -> dict:
     run = pending.run
     checkpoints = list(run.checkpoints.all())
-    stored = _stored_outputs(checkpoints)
+    stored = runs_selectors.stored_payloads([checkpoint.output for checkpoint in checkpoints])
     user = request.user
     proposed = pending.proposed_action if isinstance(pending.proposed_action, dict) else {}
     return {
@@ -193,22 +194,8 @@ def _panel_context(request: HttpRequest, pending: PendingAction, **forms) -> dic
     }
 
 
-def _stored_outputs(checkpoints: list[StepCheckpoint]) -> dict[str, Any]:
-    """Large outputs are kept once, by digest: fetch all of this run's in one query."""
-    refs = [checkpoint.output["$ref"] for checkpoint in checkpoints if _is_reference(checkpoint.output)]
-    if not refs:
-        return {}
-    return dict(Payload.objects.filter(pk__in=refs).values_list("digest", "content"))
-
-
-def _is_reference(output: Any) -> bool:
-    return isinstance(output, dict) and set(output) == {"$ref", "size"}
-
-
 def _step(checkpoint: StepCheckpoint, stored: dict[str, Any]) -> dict:
-    output = checkpoint.output
-    if _is_reference(output) and output["$ref"] in stored:
-        output = stored[output["$ref"]]
+    output = runs_selectors.inlined(checkpoint.output, stored)
     details = checkpoint.details if isinstance(checkpoint.details, dict) else {}
     return {"checkpoint": checkpoint, "details": details, "output_json": _json(output)}
 

@@ -1,6 +1,7 @@
 """Runs of workflows and their checkpoints: the durable state of the data plane."""
 
 import uuid
+from typing import Any
 
 from django.conf import settings
 from django.db import models
@@ -276,6 +277,11 @@ class Payload(models.Model):
 
     def __str__(self) -> str:
         return f"payload {self.digest[:12]} ({self.size} bytes)"
+
+    @staticmethod
+    def is_reference(value: Any) -> bool:
+        """Is `value` the {"$ref": digest, "size": bytes} that stands for a stored payload?"""
+        return isinstance(value, dict) and set(value) == {"$ref", "size"}
 
 
 class MapBranch(models.Model):

@@ -132,7 +132,9 @@ def run_detail(request: HttpRequest, pk: str) -> HttpResponse:
 def _run_context(request: HttpRequest, run: Run, **failed_forms) -> dict:
     checkpoints = list(run.checkpoints.all())
     branches = list(run.map_branches.all())
-    stored = _stored_outputs([checkpoint.output for checkpoint in checkpoints] + [b.output for b in branches])
+    stored = selectors.stored_payloads(
+        [checkpoint.output for checkpoint in checkpoints] + [b.output for b in branches]
+    )
     return {
         "run": run,
         # A run parked after a failed compensation only moves when an operator acts here.
@@ -165,23 +167,9 @@ def _budget(run: Run) -> list[tuple[str, Any, Any]]:
     return [(key, spent.get(key, 0), budget.get(key)) for key in sorted({*budget, *spent})]
 
 
-def _stored_outputs(outputs: list[Any]) -> dict[str, Any]:
-    """Large outputs are kept once, by digest: fetch all of this run's in one query."""
-    refs = [output["$ref"] for output in outputs if _is_reference(output)]
-    if not refs:
-        return {}
-    return dict(Payload.objects.filter(pk__in=refs).values_list("digest", "content"))
-
-
-def _is_reference(output: Any) -> bool:
-    return isinstance(output, dict) and set(output) == {"$ref", "size"}
-
-
 def _step(checkpoint: StepCheckpoint, stored: dict[str, Any]) -> dict:
-    output = checkpoint.output
-    by_reference = _is_reference(output)
-    if by_reference and output["$ref"] in stored:
-        output = stored[output["$ref"]]
+    output = selectors.inlined(checkpoint.output, stored)
+    by_reference = Payload.is_reference(checkpoint.output)
     details = checkpoint.details if isinstance(checkpoint.details, dict) else {}
     decision = details.get("policy_decision")
     return {
@@ -195,10 +183,8 @@ def _step(checkpoint: StepCheckpoint, stored: dict[str, Any]) -> dict:
 
 
 def _branch(branch: MapBranch, stored: dict[str, Any]) -> dict:
-    output = branch.output
-    by_reference = _is_reference(output)
-    if by_reference and output["$ref"] in stored:
-        output = stored[output["$ref"]]
+    output = selectors.inlined(branch.output, stored)
+    by_reference = Payload.is_reference(branch.output)
     details = branch.details if isinstance(branch.details, dict) else {}
     return {
         "branch": branch,

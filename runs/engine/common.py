@@ -1,6 +1,9 @@
-"""What the step and branch executors share: the worker's identity, the lease-checked lock, spend."""
+"""What the step and branch executors share: the worker's identity, the lease-checked lock, spend,
+and the effect a tool call committed."""
 
-from ..models import Run
+from django.db.models.functions import Now
+
+from ..models import Effect, Run
 
 WORKER = "system:worker"
 
@@ -20,3 +23,15 @@ def add_spent(spent: dict, increments: dict) -> dict:
     for key, value in increments.items():
         total[key] = round(total.get(key, 0) + value, 6)
     return total
+
+
+def record_committed_effect(details: dict, result: dict) -> None:
+    """Mark the effect a tool step wrote ahead (its id in `details`) as committed with its result."""
+    effect_pk = details.get("effect")
+    if effect_pk:
+        Effect.objects.filter(pk=effect_pk).update(
+            status=Effect.Status.COMMITTED,
+            result=result,
+            effect_id=details.get("effect_id", ""),
+            updated_at=Now(),
+        )

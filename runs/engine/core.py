@@ -26,7 +26,7 @@ from registry.workflow_definitions import END, FAIL, HUMAN
 
 from .. import tools
 from ..models import Effect, PendingAction, Run, StepCheckpoint
-from .common import WORKER
+from .common import WORKER, record_committed_effect
 from .common import add_spent as _add
 from .common import audit_ids as _audit
 from .common import locked_run as _locked
@@ -212,7 +212,7 @@ def _commit_step(
         if now is None:
             # Cancelled (or swept) while the call was out: the run moves no more, but the
             # effect ledger still says what the tool did, for whoever looks at it next.
-            _record_effect(outcome)
+            record_committed_effect(outcome.details, outcome.output)
             return None, None
         log_decision = None
         # Ending counts as a move too: a last step over budget or past the deadline does not succeed.
@@ -229,7 +229,7 @@ def _commit_step(
             details=outcome.details,
             started_at=move.started_at,
         )
-        _record_effect(outcome)
+        record_committed_effect(outcome.details, outcome.output)
         run.spent, run.step_attempts, run.claims_since_progress = move.spent, 0, 0
         run.hop_count += 1
         run.updated_at = Now()
@@ -288,17 +288,6 @@ def _commit_step(
         else:
             _insert_and_update(checkpoint, run, changed)
     return now, None
-
-
-def _record_effect(outcome: StepOutcome) -> None:
-    effect_pk = outcome.details.get("effect")
-    if effect_pk:
-        Effect.objects.filter(pk=effect_pk).update(
-            status=Effect.Status.COMMITTED,
-            result=outcome.output,
-            effect_id=outcome.details.get("effect_id", ""),
-            updated_at=Now(),
-        )
 
 
 def _insert_and_update(checkpoint: StepCheckpoint, run: Run, fields: list[str], *conditions) -> None:

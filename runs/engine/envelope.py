@@ -132,6 +132,6 @@ def by_reference(output: Any) -> Any:
 
 
 def resolve(value: Any) -> Any:
-    if isinstance(value, dict) and set(value) == {"$ref", "size"}:
+    if Payload.is_reference(value):
         return Payload.objects.get(pk=value["$ref"]).content
     return value

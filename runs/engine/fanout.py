@@ -25,8 +25,8 @@ from policy.services import decision_input, policy_decide
 from registry.expressions import EvaluationError, ExpressionError, parse
 from registry.workflow_definitions import MAX_MAP_ITEMS
 
-from ..models import Effect, MapBranch, Run
-from .common import WORKER, add_spent, audit_ids, locked_run
+from ..models import MapBranch, Run
+from .common import WORKER, add_spent, audit_ids, locked_run, record_committed_effect
 from .envelope import build_envelope, by_reference, envelope_problems, merged_facts, resolve
 from .released import ReleasedWorkflow, released_workflow
 from .steps import StepOutcome, execute_agent_step, execute_tool_step, policy_run_document
@@ -288,14 +288,7 @@ def _succeed(run: Run, locked: MapBranch, outcome: StepOutcome, payload: dict) -
     locked.status = MapBranch.Status.SUCCEEDED
     locked.output, locked.details, locked.error = by_reference(outcome.output), outcome.details, ""
     locked.save()
-    effect_pk = outcome.details.get("effect")
-    if effect_pk:
-        Effect.objects.filter(pk=effect_pk).update(
-            status=Effect.Status.COMMITTED,
-            result=outcome.output,
-            effect_id=outcome.details.get("effect_id", ""),
-            updated_at=Now(),
-        )
+    record_committed_effect(outcome.details, outcome.output)
     if outcome.spent:
         run.spent = add_spent(run.spent, outcome.spent)
         run.save(update_fields=["spent"])
