@@ -1,5 +1,6 @@
 """Personas, API clients and a real Celery worker process for the test suite."""
 
+import copy
 import uuid
 from pathlib import Path
 
@@ -11,9 +12,13 @@ from rest_framework.test import APIClient
 from controlplane.celery import app as celery_app
 from controlplane.identity import ADMIN, AUDITOR, PLATFORM, REVIEWER, Actor, actor_for, api_key_issue
 from registry.services.bundles import bundle_apply, load_bundle_file
+from runs.models import Run
+from runs.services import task_submit
 
 from .factories import UserFactory
+from .support.tool_server import ToolServer
 from .support.worker import WorkerProcess
+from .support.workflows import TEXT, TOOL_AGENT
 
 PASSWORD = "correct-horse-battery"
 SUPPORT_BUNDLE = Path(settings.BASE_DIR) / "demo" / "bundles" / "support_case_resolution.yaml"
@@ -116,3 +121,58 @@ def support_bundle() -> dict:
 def demo_registry(platform_user, support_bundle):
     """The support workflow's teams, agents, artifacts and first release (on staging), by platform."""
     return bundle_apply(bundle=support_bundle, author=platform_user, actor=actor_for(platform_user))
+
+
+@pytest.fixture
+def tool_server():
+    """The loopback HTTP tool server: counts effects, honours idempotency keys, injects faults."""
+    server = ToolServer().start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def publish(platform_user, support_bundle):
+    """Apply one workflow (plus the tools, prompts and model configs it needs) onto the demo
+    bundle and promote its release to staging; the tools are granted to `ops_agent`."""
+
+    def apply(definition: dict, *, bindings=None, tools=None, prompts=None, model_configs=None) -> str:
+        bundle = copy.deepcopy(support_bundle)
+        artifacts = bundle["artifacts"]
+        artifacts["tool"].update(tools or {})
+        artifacts["prompt"].update(prompts or {})
+        artifacts["model_config"].update(model_configs or {})
+        if tools:
+            granted = [{"tool": name, "scope": spec["side_effect"]} for name, spec in tools.items()]
+            bundle["agents"].append({**TOOL_AGENT, "allowed_tools": granted})
+        bundle["workflows"] = {definition["workflow"]: definition}
+        bundle["releases"] = [
+            {
+                "workflow": definition["workflow"],
+                "policy_bundle": "default",
+                "agents": bindings or {},
+                "channels": ["staging"],
+            }
+        ]
+        report = bundle_apply(bundle=bundle, author=platform_user, actor=actor_for(platform_user))
+        return report.releases[0]
+
+    return apply
+
+
+@pytest.fixture
+def submit(requester):
+    """Submit a task to a workflow's staging channel as the requester."""
+
+    def submit_task(workflow: str, task_input: dict = TEXT, case_id: str = "CASE-42", **extra) -> Run:
+        return task_submit(
+            requester=requester,
+            actor=actor_for(requester),
+            workflow=workflow,
+            case_id=case_id,
+            input=task_input,
+            channel="staging",
+            **extra,
+        ).run
+
+    return submit_task

@@ -13,8 +13,7 @@ from evidence.collect import Scope
 from evidence.services import evidence_prepare
 from runs import services
 from runs.models import Run
-from tests.runs.test_failure_modes import advance, http_tool, publish, workflow  # noqa: F401
-from tests.support.tool_server import ToolServer
+from tests.support.workflows import advance, http_tool, workflow
 
 _spec = importlib.util.spec_from_file_location(
     "verify_evidence", Path(settings.BASE_DIR) / "docs" / "verify_evidence.py"
@@ -24,14 +23,7 @@ _spec.loader.exec_module(verifier)
 
 
 @pytest.fixture
-def tool_server():
-    server = ToolServer().start()
-    yield server
-    server.stop()
-
-
-@pytest.fixture
-def approved_and_compensated_run(publish, requester, reviewer, tool_server, settings) -> Run:  # noqa: F811
+def approved_and_compensated_run(publish, requester, reviewer, tool_server, settings) -> Run:
     """An irreversible charge that policy sends to a reviewer, approved, then a refused shipment:
     the charge is refunded by its compensation tool."""
     settings.RUN_RETRY_BACKOFF_SECONDS = 0

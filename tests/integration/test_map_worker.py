@@ -1,8 +1,6 @@
 """`map` steps on real Celery worker processes: branches in parallel within the concurrency limit,
 duplicate deliveries, a failing branch and its saga, a lost branch message, fan-in exactly once."""
 
-# ruff: noqa: F401, F811  (fixtures shared with the failure-mode tests are imported by name)
-
 import threading
 import time
 
@@ -15,9 +13,9 @@ from controlplane.models import AuditEvent
 from runs import services
 from runs.models import Effect, MapBranch, Run
 from runs.tasks import advance_branch
-from tests.runs.test_failure_modes import http_tool, publish, submit, workflow
 from tests.support.tool_server import ToolServer
 from tests.support.worker import WorkerProcess
+from tests.support.workflows import http_tool, workflow
 
 from .test_worker_end_to_end import wait_for
 

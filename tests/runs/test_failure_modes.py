@@ -6,7 +6,6 @@ loopback servers: a tool server that counts effects and injects faults, and an O
 model server with scripted replies. Nothing of Baton's own is replaced.
 """
 
-import copy
 import socket
 import threading
 import time
@@ -23,7 +22,6 @@ from controlplane.errors import Conflict
 from controlplane.identity import actor_for
 from controlplane.models import AuditEvent
 from policy.models import PolicyDecision
-from registry.services.bundles import bundle_apply
 from runs import services
 from runs.engine.core import execute_released_step
 from runs.engine.envelope import resolve
@@ -33,25 +31,14 @@ from runs.models import Effect, Payload, PendingAction, Run
 from runs.services.queue import enqueue
 from tests.support.llm_server import FakeLLM
 from tests.support.tool_server import ToolServer
+from tests.support.workflows import TEXT, advance, http_tool, workflow
 
 pytestmark = pytest.mark.django_db
 
-TEAM = "customer-support-ai"
-TOOL_AGENT = {
-    "slug": "ops_agent",
-    "display_name": "Operations agent",
-    "owner_team": TEAM,
-    "purpose": "Writes to the loopback systems of the failure-mode tests.",
-    "runbook_url": "https://runbooks.example.org/support/ops-agent",
-    "slo": {"p95_latency_ms": 1000, "success_rate": 0.99},
-    "data_classification": "confidential",
-    "status": "active",
-}
 SUMMARY_PROMPT = {
     "template": "Summarise this customer message for the case log: {{ text }}",
     "variables_schema": {"type": "object", "required": ["text"], "properties": {"text": {"type": "string"}}},
 }
-TEXT = {"text": "Please refund order #123, I was charged twice"}
 VALID = '{"intent": "refund", "summary": "double charge on order #123"}'
 GARBAGE = "Sure! Here is what I think about this case, in prose only."
 
@@ -62,81 +49,9 @@ def fast_retries(settings):
 
 
 @pytest.fixture
-def tool_server():
-    server = ToolServer().start()
-    yield server
-    server.stop()
-
-
-@pytest.fixture
 def llm():
     with FakeLLM(api_key=None) as server:
         yield server
-
-
-@pytest.fixture
-def publish(platform_user, support_bundle):
-    """Apply one workflow (plus the tools, prompts and model configs it needs) onto the demo
-    bundle and promote its release to staging; the tools are granted to `ops_agent`."""
-
-    def apply(definition: dict, *, bindings=None, tools=None, prompts=None, model_configs=None) -> str:
-        bundle = copy.deepcopy(support_bundle)
-        artifacts = bundle["artifacts"]
-        artifacts["tool"].update(tools or {})
-        artifacts["prompt"].update(prompts or {})
-        artifacts["model_config"].update(model_configs or {})
-        if tools:
-            granted = [{"tool": name, "scope": spec["side_effect"]} for name, spec in tools.items()]
-            bundle["agents"].append({**TOOL_AGENT, "allowed_tools": granted})
-        bundle["workflows"] = {definition["workflow"]: definition}
-        bundle["releases"] = [
-            {
-                "workflow": definition["workflow"],
-                "policy_bundle": "default",
-                "agents": bindings or {},
-                "channels": ["staging"],
-            }
-        ]
-        report = bundle_apply(bundle=bundle, author=platform_user, actor=actor_for(platform_user))
-        return report.releases[0]
-
-    return apply
-
-
-@pytest.fixture
-def submit(requester):
-    def submit_task(workflow: str, task_input: dict = TEXT, case_id: str = "CASE-42", **extra) -> Run:
-        return services.task_submit(
-            requester=requester,
-            actor=actor_for(requester),
-            workflow=workflow,
-            case_id=case_id,
-            input=task_input,
-            channel="staging",
-            **extra,
-        ).run
-
-    return submit_task
-
-
-def workflow(name: str, *steps: dict, **limits) -> dict:
-    return {
-        "workflow": name,
-        "version": "1.0.0",
-        "steps": list(steps),
-        **({"limits": limits} if limits else {}),
-    }
-
-
-def http_tool(server: ToolServer, operation: str, *, side_effect: str = "write", **extra) -> dict:
-    return {
-        "description": f"{operation} on the loopback tool server.",
-        "side_effect": side_effect,
-        "args_schema": {"type": "object"},
-        "result_schema": {"type": "object"},
-        "transport": {"type": "http", "url": f"{server.url}/{operation}"},
-        **extra,
-    }
 
 
 def remote_model(server: FakeLLM, **overrides) -> dict:
@@ -148,11 +63,6 @@ def remote_model(server: FakeLLM, **overrides) -> dict:
         "price_per_1k_tokens": {"input": 0.0, "output": 0.0},
         "timeout_s": 5,
     } | overrides
-
-
-def advance(run: Run, worker: str = "test") -> Run:
-    services.run_advance(run_id=str(run.pk), worker=worker)
-    return Run.objects.get(pk=run.pk)
 
 
 def states(run: Run) -> list[str]:

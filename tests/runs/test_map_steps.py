@@ -19,21 +19,16 @@ from controlplane.identity import actor_for
 from policy.models import PolicyDecision
 from runs import services
 from runs.models import Effect, MapBranch, Run
+from tests.support.workflows import advance, http_tool, workflow
 
 from .test_failure_modes import (
-    advance,
     event,
     events,
     fast_retries,
-    http_tool,
     llm,
     posts,
-    publish,
     remote_model,
     states,
-    submit,
-    tool_server,
-    workflow,
 )
 
 pytestmark = pytest.mark.django_db

@@ -14,10 +14,7 @@ from django.test.utils import CaptureQueriesContext
 from controlplane.audit import verify_chain
 from runs import services
 from runs.models import Run
-
-from .test_failure_modes import publish, submit, workflow
-
-# ruff: noqa: F401, F811  (the publish and submit fixtures come from the failure-mode tests)
+from tests.support.workflows import workflow
 
 pytestmark = pytest.mark.django_db
 PER_STEP = 5 if connection.vendor == "postgresql" else 6

@@ -19,7 +19,6 @@ from runs import tools
 from runs.tools import ToolCall, ToolOutcomeUnknown, ToolRejected, ToolResult, ToolUnavailable
 from sandbox.models import Effect, Refund, SupportCase
 from sandbox.seed import CASES
-from tests.support.tool_server import ToolServer
 
 pytestmark = pytest.mark.django_db
 
@@ -170,13 +169,6 @@ def test_compensation_reopens_the_case_and_reverses_the_refund_once(case):
 # The http transport, against a loopback server with its own idempotency table.
 
 HTTP_ARGS = {"case_id": "CASE-7", "resolution": "Refunded."}
-
-
-@pytest.fixture
-def tool_server():
-    server = ToolServer().start()
-    yield server
-    server.stop()
 
 
 def http_call(url: str, key: str = KEY, args: dict = HTTP_ARGS, timeout_s: float = 5.0) -> ToolCall:
