@@ -1,14 +1,12 @@
 """A real worker parks a run at its approval point; a reviewer approves over HTTP; the worker
 resumes the run and carries out exactly the approved action."""
 
-import time
-
 import pytest
 
 from controlplane.audit import verify_chain
 from controlplane.models import AuditEvent
 from runs.models import Effect, PendingAction, Run
-from sandbox.seed import seed
+from tests.support.waiting import wait_for
 
 from .scenarios import SMALL_REFUND
 
@@ -16,20 +14,9 @@ pytestmark = [pytest.mark.worker, pytest.mark.usefixtures("worker")]
 DECIDE = ("approvals:read", "approvals:decide")
 
 
-def wait_for(predicate, timeout: float = 30, what: str = "condition"):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(0.1)
-    raise AssertionError(f"timed out after {timeout}s waiting for {what}")
-
-
 def test_a_run_parks_a_reviewer_approves_over_the_api_and_the_worker_finishes_it(
     demo_registry, client_for, requester, reviewer, worker
 ):
-    seed()  # the sandbox's cases, which an earlier test's flush may have emptied
     submitted = client_for(requester).post(
         "/api/v1/tasks",
         {

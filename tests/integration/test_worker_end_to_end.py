@@ -13,6 +13,7 @@ from runs import services
 from runs.models import Run, StepCheckpoint
 from runs.tasks import advance_run
 from tests.factories import RunFactory, UserFactory
+from tests.support.waiting import wait_for
 
 pytestmark = [pytest.mark.worker, pytest.mark.usefixtures("worker")]
 
@@ -28,16 +29,6 @@ def http(
     )
     with urllib.request.urlopen(request, timeout=10) as response:
         return response.status, json.loads(response.read())
-
-
-def wait_for(predicate, timeout: float = 30, what: str = "condition"):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(0.1)
-    raise AssertionError(f"timed out after {timeout}s waiting for {what}")
 
 
 def test_task_submitted_over_http_is_run_by_the_worker(live_server, worker):
