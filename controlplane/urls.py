@@ -3,8 +3,6 @@ from django.contrib.auth import views as auth_views
 from django.urls import include, path
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 
-from monitoring import views as monitoring_views
-
 from . import views
 
 urlpatterns = [
@@ -19,7 +17,7 @@ urlpatterns = [
     path("approvals/", include("approvals.urls")),
     path("evidence/", include("evidence.urls")),
     path("monitoring/", include("monitoring.urls")),
-    path("metrics", monitoring_views.metrics, name="metrics"),
+    path("", include("monitoring.metrics_urls")),
     path("api/v1/", include("controlplane.api.urls")),
     path("api/schema/", SpectacularAPIView.as_view(), name="api-schema"),
     path("api/docs/", SpectacularSwaggerView.as_view(url_name="api-schema"), name="api-docs"),

@@ -24,6 +24,7 @@ from dataclasses import dataclass
 from fpdf import FPDF
 
 from controlplane.canonical import canonical_json
+from registry.models import Release
 
 from . import signing
 from .collect import CONTROLS, Scope, release_evidence, run_evidence
@@ -99,9 +100,7 @@ class EvidencePackage:
             yield (b",\n" if number else b"\n") + json.dumps(run, sort_keys=True).encode()
         yield b"\n]}\n"
 
-    def _release(self):
-        from registry.models import Release
-
+    def _release(self) -> Release:
         return Release.objects.select_related("author").get(pk=self.scope.release_id)
 
 
