@@ -14,6 +14,7 @@ from typing import Any
 from django.conf import settings
 
 from controlplane.canonical import digest
+from controlplane.telemetry import span
 
 from .bundles import PolicyBundle
 from .decision_points import INPUT_VERSION, POINTS, RESULT_ACCEPTS
@@ -59,6 +60,22 @@ def policy_evaluate(
 ) -> Decision:
     """Evaluate without recording anything (dry runs and impact analysis)."""
     engine = engine or configured_engine()
+    with span(
+        "policy.decide", {"policy.decision_point": point, "policy.bundle_digest": bundle.digest}
+    ) as current:
+        decision = _evaluate(point, document, bundle, engine)
+        current.set_attributes(
+            {
+                "policy.engine": decision.engine,
+                "policy.allow": decision.allow,
+                "policy.require_approval": decision.require_approval,
+                "policy.failure": decision.failure,
+            }
+        )
+    return decision
+
+
+def _evaluate(point: str, document: dict, bundle: PolicyBundle, engine: PolicyEngine) -> Decision:
     definition = POINTS[point]
     if not definition.accepts(document):
         problems = [error.message for error in definition.validator.iter_errors(document)]

@@ -68,6 +68,12 @@ class Run(models.Model):
     current_state = models.CharField(max_length=100, blank=True, default="")
     error = models.TextField(blank=True, default="")
     trace_id = models.CharField(max_length=32)
+    trace_parent = models.CharField(
+        max_length=16,
+        blank=True,
+        default="",
+        help_text="The span the run was submitted under (W3C hex): every span of the run descends from it.",
+    )
     requested_by = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.PROTECT, related_name="runs")
     idempotency_key = models.CharField(max_length=200, blank=True, default="")
     request_digest = models.CharField(max_length=64, help_text="Digest of the submitted body.")

@@ -4,3 +4,5 @@ from .env import env
 
 OTEL_EXPORTER_OTLP_ENDPOINT = env.str("OTEL_EXPORTER_OTLP_ENDPOINT", default="")
 OTEL_SERVICE_NAME = env.str("OTEL_SERVICE_NAME", default="baton")
+# The `tenant.id` of every span: which installation (customer, environment) a trace comes from.
+TENANT_ID = env.str("BATON_TENANT_ID", default="default")

@@ -21,6 +21,7 @@ from django.db.models.sql.constants import CURSOR
 from controlplane.audit import Entry, ledger_lock_condition, record, record_many
 from controlplane.canonical import digest
 from controlplane.dbtime import database_now, database_now_plus
+from controlplane.telemetry import span
 from policy.services import Decision, decision_input, policy_evaluate, policy_record
 from registry.workflow_definitions import END, FAIL, HUMAN
 
@@ -70,7 +71,11 @@ def execute_released_step(run: Run, lease_token: str, enqueue, progress: Progres
 
     With `progress` (the worker's running knowledge of the run), nothing is read again; on a
     committed step both `run` and `progress` are brought up to date in memory."""
-    progress = progress or progress_of(run)
+    with span("step", inherited={"step": run.current_state}):
+        return _execute_released_step(run, lease_token, enqueue, progress or progress_of(run))
+
+
+def _execute_released_step(run: Run, lease_token: str, enqueue, progress: Progress) -> bool:
     released = released_workflow(run.release_id)
     results = progress.results
     sequence = progress.completed + 1  # a state visited twice has two checkpoints

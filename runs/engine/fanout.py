@@ -21,6 +21,7 @@ from django.db.models.functions import Now
 from controlplane.audit import record
 from controlplane.canonical import digest
 from controlplane.dbtime import database_now, database_now_plus
+from controlplane.telemetry import run_span, span
 from policy.services import decision_input, policy_decide
 from registry.expressions import EvaluationError, ExpressionError, parse
 from registry.workflow_definitions import MAX_MAP_ITEMS
@@ -154,6 +155,11 @@ def _fill_slots(run: Run, sequence: int, spec: dict) -> list[int]:
 
 def execute_branch(branch: MapBranch, lease_token: str, enqueue: Callable) -> None:
     """Run one branch under its lease and commit what happened, in one transaction."""
+    with run_span(branch.run), span("step", inherited={"step": f"{branch.state}[{branch.index}]"}):
+        _execute_branch(branch, lease_token, enqueue)
+
+
+def _execute_branch(branch: MapBranch, lease_token: str, enqueue: Callable) -> None:
     run = branch.run
     if run.status != Run.Status.RUNNING or run.current_state != branch.state:
         _settle(branch, lease_token, StepOutcome("cancelled", error=f"the run is {run.status}"), enqueue)

@@ -15,6 +15,8 @@ from importlib import import_module
 
 from prometheus_client import Counter
 
+from controlplane.telemetry import span
+
 from . import breaker
 
 logger = logging.getLogger(__name__)
@@ -100,13 +102,26 @@ def complete(request: ModelRequest) -> ModelReply:
         raise ProviderConfigError(f"unknown model provider {provider!r}", config_name=request.config_name)
     adapter = import_module(f"{__name__}.{provider}")
     started = time.perf_counter()
-    try:
-        reply = breaker.call(breaker.endpoint_key(request.config), lambda: adapter.complete(request))
-    except breaker.CircuitOpen as exc:
-        raise ProviderError(str(exc), config_name=request.config_name) from exc
-    except ProviderError as exc:
-        exc.config_name = exc.config_name or request.config_name
-        raise
+    attributes = {
+        "model.provider": provider,
+        "model.name": request.config.get("model"),
+        "model.config": request.config_name,
+    }
+    with span("model.call", attributes) as current:
+        try:
+            reply = breaker.call(breaker.endpoint_key(request.config), lambda: adapter.complete(request))
+        except breaker.CircuitOpen as exc:
+            raise ProviderError(str(exc), config_name=request.config_name) from exc
+        except ProviderError as exc:
+            exc.config_name = exc.config_name or request.config_name
+            raise
+        current.set_attributes(
+            {
+                "model.prompt_tokens": reply.prompt_tokens,
+                "model.completion_tokens": reply.completion_tokens,
+                "outcome": "ok",
+            }
+        )
     return replace(reply, latency_ms=round((time.perf_counter() - started) * 1000, 3))
 
 

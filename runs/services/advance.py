@@ -18,6 +18,7 @@ from django.db.models.functions import Now
 from controlplane.audit import record
 from controlplane.canonical import digest
 from controlplane.dbtime import database_now, database_now_plus
+from controlplane.telemetry import run_span, span
 
 from ..engine.core import (
     Progress,
@@ -51,8 +52,13 @@ def run_advance(*, run_id: str, worker: str) -> None:
     run = Run.objects.annotate(read_at=Now()).get(pk=run_id)
     if run.lease_owner != lease_token:
         return
+    with run_span(run):
+        _advance_leased(run, lease_token)
+
+
+def _advance_leased(run: Run, lease_token: str) -> None:
     if run.claims_since_progress > settings.RUN_MAX_CLAIMS:
-        _dead_letter_poison(run_id, lease_token)
+        _dead_letter_poison(str(run.pk), lease_token)
         return
     if run.status == Run.Status.QUEUED:
         _mark_started(run, lease_token)
@@ -62,7 +68,7 @@ def run_advance(*, run_id: str, worker: str) -> None:
     )
     while _advance_one(run, lease_token, progress):
         if time.monotonic() > slice_ends:
-            _release_to_queue(run_id, lease_token)
+            _release_to_queue(str(run.pk), lease_token)
             return
 
 
@@ -154,7 +160,8 @@ def _execute_next_step(run_id: str, lease_token: str) -> bool:
     context = StepContext(run_id=str(run.pk), case_id=run.case_id, original_input=run.input, results=results)
     started_at = database_now()
     try:
-        output = step.handler(context)
+        with span("step", inherited={"step": step.name}):
+            output = step.handler(context)
     except Exception as exc:
         logger.exception("step %s of run %s failed", step.name, run_id)
         _fail(run_id, lease_token, step.name, f"{type(exc).__name__}: {exc}")

@@ -12,7 +12,7 @@ from controlplane.audit import ObjectRef, record
 from controlplane.canonical import digest
 from controlplane.dbtime import database_now, database_now_plus
 from controlplane.errors import Conflict, Forbidden, InvalidInput
-from controlplane.telemetry import current_trace_id
+from controlplane.telemetry import current_trace_context
 from registry.models import Release
 
 from ..engine.released import released_workflow
@@ -64,7 +64,8 @@ def task_submit(
         existing = _run_for_key(requester, idempotency_key, request_digest)
         if existing:
             return Submission(existing, created=False)
-    trace_id = current_trace_id()
+    # The run's spans, in whichever worker and however late, descend from the span of this submission.
+    trace_id, trace_parent = current_trace_context()
     fields = (
         _builtin_fields(workflow)
         if workflow_spec(workflow)
@@ -113,6 +114,7 @@ def task_submit(
                     case_id=case_id,
                     input=input,
                     trace_id=trace_id,
+                    trace_parent=trace_parent,
                     requested_by=requester,
                     idempotency_key=idempotency_key,
                     request_digest=request_digest,

@@ -12,7 +12,9 @@ from dataclasses import dataclass
 from typing import Protocol
 
 from jsonschema import Draft202012Validator
+from opentelemetry.trace import Span
 
+from controlplane.telemetry import span
 from registry.artifact_kinds import json_path
 
 _RESULT_MISMATCH = "{}: result outside result_schema (its effect, if any, did happen)"
@@ -76,10 +78,8 @@ class _Transport(Protocol):
 
 def invoke(call: ToolCall) -> ToolResult:
     """Check the arguments, make the call once, and check the result against the tool's schemas."""
-    _check(call.spec["args_schema"], call.args, f"{call.tool}: arguments outside args_schema")
-    outcome = _transport(call.spec).invoke(call)
-    _check(call.spec["result_schema"], outcome.result, _RESULT_MISMATCH.format(call.tool), outcome.effect_id)
-    return outcome
+    with _call_span(call, "invoke") as current:
+        return _invoked(call, current)
 
 
 def reconcile(call: ToolCall, lookup_spec: dict | None) -> ToolResult | None:
@@ -88,10 +88,16 @@ def reconcile(call: ToolCall, lookup_spec: dict | None) -> ToolResult | None:
     `lookup_spec` is the tool's `reconcile_lookup` tool; an http one gives the URL to ask.
     A read failure raises `ToolUnavailable`: ask again later, never assume "not done".
     """
-    found = _transport(call.spec).reconcile(call, lookup_spec)
-    if found is not None:
-        _check(call.spec["result_schema"], found.result, _RESULT_MISMATCH.format(call.tool), found.effect_id)
-    return found
+    with _call_span(call, "reconcile") as current:
+        found = _transport(call.spec).reconcile(call, lookup_spec)
+        if found is not None:
+            _check(
+                call.spec["result_schema"], found.result, _RESULT_MISMATCH.format(call.tool), found.effect_id
+            )
+        current.set_attributes(
+            {"outcome": "found" if found else "not_found", "tool.replayed": found is not None}
+        )
+        return found
 
 
 def compensation_call(call: ToolCall, compensation_spec: dict, original: ToolResult) -> ToolCall:
@@ -107,7 +113,30 @@ def compensation_call(call: ToolCall, compensation_spec: dict, original: ToolRes
 
 def compensate(call: ToolCall, compensation_spec: dict, original: ToolResult) -> ToolResult:
     """Undo `original`; fails like `invoke()`, and `reconcile(compensation_call(...))` settles it."""
-    return invoke(compensation_call(call, compensation_spec, original))
+    undo = compensation_call(call, compensation_spec, original)
+    with _call_span(undo, "compensate") as current:
+        return _invoked(undo, current)
+
+
+def _invoked(call: ToolCall, current: Span) -> ToolResult:
+    _check(call.spec["args_schema"], call.args, f"{call.tool}: arguments outside args_schema")
+    outcome = _transport(call.spec).invoke(call)
+    _check(call.spec["result_schema"], outcome.result, _RESULT_MISMATCH.format(call.tool), outcome.effect_id)
+    current.set_attributes({"outcome": "ok", "tool.replayed": outcome.replayed})
+    return outcome
+
+
+def _call_span(call: ToolCall, operation: str):
+    """The span of one call; its arguments and result stay out of it (they may be personal data)."""
+    return span(
+        "tool.call",
+        {
+            "tool.name": call.tool,
+            "tool.operation": operation,
+            "tool.side_effect": call.spec.get("side_effect"),
+            "tool.transport": call.spec.get("transport", {}).get("type"),
+        },
+    )
 
 
 def _transport(spec: dict) -> _Transport:
