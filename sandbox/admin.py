@@ -2,7 +2,7 @@ from django.contrib import admin
 
 from controlplane.admin_base import ReadOnlyAdmin
 
-from .models import Effect, KnowledgeArticle, Refund, SupportCase
+from .models import Effect, KnowledgeArticle, Outage, Refund, RefusedCall, SupportCase
 
 
 @admin.register(SupportCase)
@@ -29,3 +29,14 @@ class EffectAdmin(ReadOnlyAdmin):
 class KnowledgeArticleAdmin(ReadOnlyAdmin):
     list_display = ["slug", "title"]
     search_fields = ["slug", "title", "body"]
+
+
+@admin.register(Outage)
+class OutageAdmin(ReadOnlyAdmin):
+    list_display = ["operation", "subject", "refusals"]
+
+
+@admin.register(RefusedCall)
+class RefusedCallAdmin(ReadOnlyAdmin):
+    list_display = ["idempotency_key", "outage", "attempts"]
+    list_select_related = ["outage"]

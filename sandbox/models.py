@@ -148,3 +148,43 @@ class CatalogEntry(models.Model):
 
     def __str__(self) -> str:
         return f"{self.batch} ({self.status})"
+
+
+class Outage(models.Model):
+    """A simulated outage, so that demos and tests see the engine retry: the sandbox refuses the
+    first `refusals` attempts of every call of `operation` about `subject`, then serves it.
+
+    Counting per call (per idempotency key) rather than by the clock makes it deterministic:
+    each run that reaches the record meets the same number of refusals, however busy the worker.
+    """
+
+    operation = models.CharField(max_length=100, help_text="e.g. publish_metadata")
+    subject = models.CharField(
+        max_length=200, help_text="The record concerned: a case id, or dataset/batch id for the data catalog."
+    )
+    refusals = models.PositiveIntegerField(help_text="Attempts of each call refused before it is served.")
+
+    class Meta:
+        ordering = ["operation", "subject"]
+        constraints = [
+            models.UniqueConstraint(fields=["operation", "subject"], name="one_outage_per_subject")
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.operation} on {self.subject} (refuses {self.refusals})"
+
+
+class RefusedCall(models.Model):
+    """The attempts of one call (by its idempotency key) that an outage has refused so far."""
+
+    outage = models.ForeignKey(Outage, on_delete=models.CASCADE, related_name="refused_calls")
+    idempotency_key = models.CharField(max_length=255)
+    attempts = models.PositiveIntegerField(default=0)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["outage", "idempotency_key"], name="one_refusal_count_per_call")
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.idempotency_key}: {self.attempts} refused"

@@ -6,6 +6,9 @@ locks the key's row in the Effect table, replays the stored reply if there is on
 otherwise inserts the row before touching anything else. When duplicates race, the unique
 key makes all but the first wait and then fail to insert; their transactions roll back and
 they read the first one's reply instead, so there is one effect however many calls arrive.
+
+During a simulated `Outage` a call is refused before any of that, as `Unavailable`: nothing
+happened, and the same call with the same key is served once the outage has refused enough.
 """
 
 import re
@@ -13,9 +16,18 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from decimal import Decimal, InvalidOperation
 
-from django.db import IntegrityError, transaction
+from django.db import IntegrityError, OperationalError, transaction
 
-from .models import CatalogEntry, DatasetBatch, Effect, KnowledgeArticle, Refund, SupportCase
+from .models import (
+    CatalogEntry,
+    DatasetBatch,
+    Effect,
+    KnowledgeArticle,
+    Outage,
+    Refund,
+    RefusedCall,
+    SupportCase,
+)
 
 DEFAULT_MAX_RESULTS = 5
 _WORD = re.compile(r"[a-z0-9]+")
@@ -33,6 +45,14 @@ class OperationError(Exception):
     """The system refused the call (bad arguments, unknown case, key reused); nothing changed."""
 
 
+class Unavailable(OperationalError):
+    """The system is down for this call (an `Outage`); nothing changed, and calling again may work.
+
+    A database error, as a real outage of the sandbox would be, so that the `sandbox` tool
+    transport reports it as a retryable failure (after which the engine reconciles, then retries).
+    """
+
+
 @dataclass(frozen=True)
 class Outcome:
     result: dict
@@ -42,11 +62,12 @@ class Outcome:
 
 def perform(operation: str, args: dict, *, idempotency_key: str) -> Outcome:
     """Run one operation by name: what the `sandbox` tool transport calls."""
+    if operation not in _READS and operation not in _WRITES:
+        raise OperationError(f"unknown operation {operation!r}")
+    _refuse_during_outage(operation, args, idempotency_key)
     if operation in _READS:
         return Outcome(_READS[operation](args))
-    if operation in _WRITES:
-        return _WRITES[operation](args, idempotency_key=idempotency_key)
-    raise OperationError(f"unknown operation {operation!r}")
+    return _WRITES[operation](args, idempotency_key=idempotency_key)
 
 
 def kb_search(args: dict) -> dict:
@@ -145,6 +166,33 @@ _WRITES: dict[str, Callable[..., Outcome]] = {
     "publish_metadata": publish_metadata,
     "retract_metadata": retract_metadata,
 }
+
+
+def _refuse_during_outage(operation: str, args: dict, idempotency_key: str) -> None:
+    subject = _subject(args)
+    if not Outage.objects.filter(operation=operation, subject=subject).exists():
+        return
+    with transaction.atomic():
+        # The outage's row lock makes concurrent attempts count one after another.
+        outage = Outage.objects.select_for_update().filter(operation=operation, subject=subject).first()
+        if outage is None:
+            return
+        refused, _ = RefusedCall.objects.get_or_create(outage=outage, idempotency_key=idempotency_key)
+        if refused.attempts >= outage.refusals:
+            return
+        refused.attempts += 1
+        refused.save(update_fields=["attempts"])
+    raise Unavailable(
+        f"{operation} is unavailable for {subject}: an outage refused this call "
+        f"({refused.attempts} of the {outage.refusals} attempts it refuses)"
+    )
+
+
+def _subject(args: dict) -> str:
+    """The record a call is about, as an `Outage` names it."""
+    if "case_id" in args:
+        return str(args["case_id"])
+    return f"{args.get('dataset', '')}/{args.get('batch_id', '')}"
 
 
 def _once(operation: str, args: dict, idempotency_key: str, write: Write) -> Outcome:

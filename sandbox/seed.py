@@ -1,4 +1,5 @@
-"""Demo data for the sandbox: knowledge articles and the cases of the demo runs (CASE-1001..1005).
+"""Demo data for the sandbox: knowledge articles, the cases of the demo runs (CASE-1001..1005),
+the data warehouse's batches and the data catalog's outages.
 
 The data migration applies it; `seed()` can be called again after a flush. It only adds
 what is missing, so it never undoes what a demo run did to a case.
@@ -111,7 +112,8 @@ DATASETS = (
     ),
 )
 # (dataset, batch id, rows): a clean day, a day with a null key and a negative amount, a day
-# whose producer dropped a column and added one, and a clean customer export.
+# whose producer dropped a column and added one, two more clean days (which meet the catalog's
+# outages when published) and a clean customer export.
 BATCHES = (
     ("orders_daily", "2026-11-19", _orders(8)),
     ("orders_daily", "2026-11-20", _orders(8, row2={"customer_id": None}, row5={"amount": -45})),
@@ -120,6 +122,8 @@ BATCHES = (
         "2026-11-21",
         [{k: v for k, v in row.items() if k != "currency"} | {"coupon": "WINTER"} for row in _orders(7)],
     ),
+    ("orders_daily", "2026-11-22", _orders(8)),
+    ("orders_daily", "2026-11-23", _orders(8)),
     (
         "customers",
         "2026-11-20",
@@ -131,10 +135,19 @@ BATCHES = (
     ),
 )
 
+# (operation, subject, refusals): the data catalog refuses the first attempt of each publication
+# of 2026-11-22, so its run retries once and succeeds; and the first four of 2026-11-23, one more
+# than the engine's three attempts, so its run is dead-lettered and a retry from the dead-letter
+# queue goes through on its second attempt.
+OUTAGES = (
+    ("publish_metadata", "orders_daily/2026-11-22", 1),
+    ("publish_metadata", "orders_daily/2026-11-23", 4),
+)
+
 
 def seed(apps: Apps = global_apps) -> None:
-    """Create the demo articles, cases, datasets and batches that are missing (`apps` is a
-    migration's state)."""
+    """Create the demo articles, cases, datasets, batches and outages that are missing (`apps` is
+    a migration's state)."""
     article_model = apps.get_model("sandbox", "KnowledgeArticle")
     case_model = apps.get_model("sandbox", "SupportCase")
     for slug, title, body, tags in ARTICLES:
@@ -161,4 +174,12 @@ def seed(apps: Apps = global_apps) -> None:
     for slug, batch_id, rows in BATCHES:
         batch_model.objects.get_or_create(
             dataset=dataset_model.objects.get(slug=slug), batch_id=batch_id, defaults={"rows": rows}
+        )
+    try:
+        outage_model = apps.get_model("sandbox", "Outage")
+    except LookupError:  # the outages came later still
+        return
+    for operation, subject, refusals in OUTAGES:
+        outage_model.objects.get_or_create(
+            operation=operation, subject=subject, defaults={"refusals": refusals}
         )
