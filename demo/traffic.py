@@ -2,8 +2,10 @@
 
 The mix: support cases (small refunds that wait only for the irreversible CRM write, large
 refunds that stop at the approval gate first, customers asking for a person), data batches
-(clean, anomalous, with a changed schema, and one that does not exist so its ingest tool
-fails), tasks on restricted data that policy refuses, and malformed requests the API rejects.
+(clean, anomalous, with a changed schema, one that does not exist so its ingest tool fails,
+and two that meet the sandbox data catalog's outages: one refused once, so its run retries and
+succeeds, one refused past the engine's attempts, so its run is dead-lettered), tasks on
+restricted data that policy refuses, and malformed requests the API rejects.
 """
 
 import itertools
@@ -34,7 +36,10 @@ _BATCHES = {
     "anomalous_batch": "2026-11-20",
     "schema_change": "2026-11-21",
     "missing_batch": "2026-12-{day:02d}",
+    "catalog_hiccup": "2026-11-22",
+    "catalog_outage": "2026-11-23",
 }
+RETRIED = "succeeded after retry"
 # One round of the mix, in order: what most traffic looks like, then the awkward cases.
 MIX = (
     "small_refund",
@@ -47,6 +52,8 @@ MIX = (
     "restricted_data",
     "missing_batch",
     "malformed",
+    "catalog_hiccup",
+    "catalog_outage",
 )
 
 
@@ -72,7 +79,8 @@ def traffic_cases() -> Iterator[TrafficCase]:
 @dataclass
 class TrafficReport:
     submitted: int = 0
-    outcomes: Counter = field(default_factory=Counter)  # by final status, "refused" or "malformed"
+    # By final status, RETRIED (succeeded after the engine retried a step), "refused" or "malformed".
+    outcomes: Counter = field(default_factory=Counter)
     by_kind: dict = field(default_factory=dict)
 
     def add(self, case: TrafficCase, outcome: str) -> None:
@@ -114,7 +122,15 @@ def drive(
     for case, run_id in submitted:
         try:
             run = client.wait_for_run(run_id, timeout=max(0.1, deadline - time.monotonic()))
-            report.add(case, run.status)
         except TimeoutError:
             report.add(case, "still running")
+            continue
+        report.add(case, RETRIED if run.status == "succeeded" and _retried(client, run_id) else run.status)
     return report
+
+
+def _retried(client: BatonClient, run_id: str) -> bool:
+    # Not client.run_events(): it reads pages of results, and this endpoint answers with one list.
+    response = client.session.get(f"{client.base_url}/runs/{run_id}/events", timeout=client.timeout)
+    response.raise_for_status()
+    return any(event["action"] == "run.step.retrying" for event in response.json())

@@ -59,6 +59,11 @@ class Command(BaseCommand):
         self.stdout.write("By kind of case:")
         for kind, outcomes in sorted(report.by_kind.items()):
             self.stdout.write(f"  {kind}: " + ", ".join(f"{o} {n}" for o, n in sorted(outcomes.items())))
+        if report.outcomes["dead_lettered"]:
+            dead_letters = f"{options['url'].rstrip('/')}/runs/dead-letters/"
+            self.stdout.write(
+                f"Dead-lettered runs wait at {dead_letters} (as platform), to be retried or discarded."
+            )
 
     def _progress(self, done: int, total: int) -> None:
         width = 30
