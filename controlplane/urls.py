@@ -15,6 +15,7 @@ urlpatterns = [
     path("registry/", include("registry.urls")),
     path("policy/", include("policy.urls")),
     path("approvals/", include("approvals.urls")),
+    path("replays/", include("replays.urls")),
     path("evidence/", include("evidence.urls")),
     path("monitoring/", include("monitoring.urls")),
     path("", include("monitoring.metrics_urls")),

@@ -10,5 +10,6 @@ urlpatterns = [
     path("", include("policy.api.urls")),
     path("", include("runs.api.urls")),
     path("", include("approvals.api.urls")),
+    path("", include("replays.api.urls")),
     path("", include("evidence.api.urls")),
 ]

@@ -6,4 +6,5 @@ from .celery import *  # noqa: F403
 from .evidence import *  # noqa: F403
 from .monitoring import *  # noqa: F403
 from .policy import *  # noqa: F403
+from .replays import *  # noqa: F403
 from .telemetry import *  # noqa: F403

@@ -45,6 +45,7 @@ INSTALLED_APPS = [
     "sandbox",
     "runs",
     "approvals",
+    "replays",
     "evidence",
     "monitoring",
     "demo",

@@ -16,6 +16,7 @@ from controlplane.models import AuditEvent
 from policy.services import Decision, decision_input, policy_decide
 from registry.expressions import EvaluationError, ExpressionError, is_true, parse
 from registry.models import Agent
+from registry.workflow_definitions import END
 
 from .. import providers, tools
 from ..models import Effect, PendingAction, Run
@@ -98,25 +99,11 @@ def execute_agent_step(
     attempts: int | None = None,
 ) -> StepOutcome:
     """`facts` and `attempts` default to the run's; a map branch passes its own."""
-    binding = released.agents.get(step["agent"], {})
-    prompt_name = step.get("prompt") or binding.get("prompt")
-    prompt = released.artifacts["prompt"][prompt_name]
     facts = merged_facts(run, results) if facts is None else facts
-    variables = {**facts, "results": results}
-    requests = [
-        providers.ModelRequest(
-            config_name=name,
-            config=config,
-            purpose=prompt_name,
-            prompt=render(prompt["template"], variables),
-            variables=variables,
-            output_schema=step.get("output_schema"),
-            idempotency_key=idempotency_key(
-                run, step["name"], _attempt(run, run.step_attempts if attempts is None else attempts)
-            ),
-        )
-        for name, config in released.model_chain(step.get("model_config") or binding["model_config"])
-    ]
+    key = idempotency_key(
+        run, step["name"], _attempt(run, run.step_attempts if attempts is None else attempts)
+    )
+    prompt_name, requests = model_requests(released, step, {**facts, "results": results}, key)
     try:
         reply = providers.complete_with_fallback(requests)
     except providers.MalformedOutput as malformed:
@@ -137,6 +124,7 @@ def execute_agent_step(
         "kind": "model",
         "agent": step["agent"],
         "prompt": prompt_name,
+        "prompt_digest": digest(requests[0].prompt),
         "model": reply.model,
         "provider": reply.provider,
         "config": reply.config_name,
@@ -149,6 +137,28 @@ def execute_agent_step(
     return StepOutcome("done", output=reply.output, details=details, spent=spent)
 
 
+def model_requests(
+    released: ReleasedWorkflow, step: dict, variables: dict, key: str
+) -> tuple[str, list["providers.ModelRequest"]]:
+    """(the prompt's name, one request per model config of the step's fallback chain, in order)."""
+    binding = released.agents.get(step["agent"], {})
+    prompt_name = step.get("prompt") or binding.get("prompt")
+    prompt = released.artifacts["prompt"][prompt_name]
+    requests = [
+        providers.ModelRequest(
+            config_name=name,
+            config=config,
+            purpose=prompt_name,
+            prompt=render(prompt["template"], variables),
+            variables=variables,
+            output_schema=step.get("output_schema"),
+            idempotency_key=key,
+        )
+        for name, config in released.model_chain(step.get("model_config") or binding["model_config"])
+    ]
+    return prompt_name, requests
+
+
 def _attempt(run: Run, attempts: int) -> str:
     """Which attempt of the current step this is. An operator's retry restarts the count, so it
     starts a new series: a provider caching by key must answer the retried run afresh."""
@@ -156,27 +166,36 @@ def _attempt(run: Run, attempts: int) -> str:
     return f"{retries}:{attempts}" if retries else str(attempts)
 
 
-def execute_gate_step(run: Run, step: dict, results: dict) -> StepOutcome:
-    facts = merged_facts(run, results)
+def gate_conditions_fired(step: dict, facts: dict) -> list[str]:
+    """The step's `human_if` conditions that hold; one that cannot be evaluated counts as
+    holding: a human looks, rather than nobody."""
     fired = []
     for condition in step["human_if"]:
         try:
             if is_true(condition, facts):
                 fired.append(condition)
         except EvaluationError as error:
-            # A condition that cannot be evaluated is treated as true: a human looks, rather than nobody.
             fired.append(f"{condition} (could not be evaluated: {error})")
-    if not fired:
-        return StepOutcome("done", output={"approval_required": False}, details={"kind": "gate", "fired": []})
-    proposed = {
+    return fired
+
+
+def gate_proposed_action(step: dict, fired: list[str], facts: dict) -> dict:
+    return {
         "gate": step["name"],
         "conditions": fired,
         "facts": {k: facts[k] for k in _condition_names(step) if k in facts},
     }
+
+
+def execute_gate_step(run: Run, step: dict, results: dict) -> StepOutcome:
+    facts = merged_facts(run, results)
+    fired = gate_conditions_fired(step, facts)
+    if not fired:
+        return StepOutcome("done", output={"approval_required": False}, details={"kind": "gate", "fired": []})
     return _approval_or_park(
         run,
         step,
-        proposed,
+        gate_proposed_action(step, fired, facts),
         reasons=fired,
         approvers=["reviewer"],
         quorum=1,
@@ -297,9 +316,8 @@ def execute_tool_step(
     return _call_tool(run, released, step, spec, args, key, decision)
 
 
-def _tool_decision(run, released, step, spec, agent_slug, args, facts, now) -> Decision:
-    agent = Agent.objects.filter(slug=agent_slug).first()
-    document = decision_input(
+def tool_decision_input(run, released, step, spec, agent: Agent | None, agent_slug, args, facts, now) -> dict:
+    return decision_input(
         "tool.call",
         run=policy_run_document(run, released, now),
         agent={
@@ -317,13 +335,35 @@ def _tool_decision(run, released, step, spec, agent_slug, args, facts, now) -> D
         args=args,
         facts=_call_facts(args, facts),
     )
+
+
+def _tool_decision(run, released, step, spec, agent_slug, args, facts, now) -> Decision:
+    agent = Agent.objects.filter(slug=agent_slug).first()
     return policy_decide(
         "tool.call",
-        document,
+        tool_decision_input(run, released, step, spec, agent, agent_slug, args, facts, now),
         bundle=released.policy,
         actor=f"agent:{agent_slug}",
         trace_id=run.trace_id,
         run_id=run.pk,
+    )
+
+
+def transition_decision_input(
+    run, released, *, state: str, next_state: str, allowed: list, spent: dict, now
+) -> dict:
+    """The `step.transition` input for moving `run` from `state` to `next_state`."""
+    return decision_input(
+        "step.transition",
+        run={
+            **policy_run_document(run, released, now),
+            # Handing over to the next state is a hop; ending is not.
+            "hop_count": run.hop_count + (0 if next_state == END else 1),
+            "spent": spent,
+        },
+        **{"from": state},
+        to=next_state,
+        allowed_next=allowed,
     )
 
 

@@ -1,0 +1,7 @@
+from django.apps import AppConfig
+
+
+class ReplaysConfig(AppConfig):
+    """Replay of recorded runs: deterministic, what-if against another release, and in batches."""
+
+    name = "replays"
