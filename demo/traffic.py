@@ -130,7 +130,4 @@ def drive(
 
 
 def _retried(client: BatonClient, run_id: str) -> bool:
-    # Not client.run_events(): it reads pages of results, and this endpoint answers with one list.
-    response = client.session.get(f"{client.base_url}/runs/{run_id}/events", timeout=client.timeout)
-    response.raise_for_status()
-    return any(event["action"] == "run.step.retrying" for event in response.json())
+    return any(event["action"] == "run.step.retrying" for event in client.run_events(run_id))

@@ -48,8 +48,7 @@ class OperationError(Exception):
 class Unavailable(OperationalError):
     """The system is down for this call (an `Outage`); nothing changed, and calling again may work.
 
-    A database error, as a real outage of the sandbox would be, so that the `sandbox` tool
-    transport reports it as a retryable failure (after which the engine reconciles, then retries).
+    The `sandbox` tool transport reports it as `ToolUnavailable`: retry, nothing to reconcile.
     """
 
 

@@ -18,6 +18,8 @@ def invoke(call: ToolCall) -> ToolResult:
         outcome = operations.perform(operation, call.args, idempotency_key=call.idempotency_key)
     except operations.OperationError as error:
         raise ToolRejected(f"{call.tool}: {error}") from error
+    except operations.Unavailable as error:  # refused before doing anything: safe to call again
+        raise ToolUnavailable(f"{call.tool}: {error}") from error
     except DatabaseError as error:
         # The connection may have failed while the write was committing.
         raise ToolOutcomeUnknown(f"{call.tool}: {error}") from error

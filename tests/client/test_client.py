@@ -45,6 +45,8 @@ def test_submit_wait_decide_and_download_evidence(
     reviewer_api.decide_approval(request["id"], "approve", reason="refund is within policy")
     finished = baton.wait_for_run(accepted.run_id, timeout=60)
     assert finished.status == "succeeded" and finished.finished
+    actions = [event["action"] for event in baton.run_events(accepted.run_id)]
+    assert actions[0] == "run.created" and actions[-1] == "run.succeeded" and "run.approved" in actions
 
     with pytest.raises(BatonError) as refused:
         reviewer_api.decide_approval(request["id"], "approve", reason="again")
