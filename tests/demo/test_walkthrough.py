@@ -72,6 +72,13 @@ def test_the_walkthrough_pages_work_as_written(live_server, settings, tmp_path):
             platform.goto(f"{base}/monitoring/")
             expect(platform.get_by_text(f"Canary {production.release_id}")).to_be_visible()
             shoot(platform, "walkthrough-dashboard.png")
+            platform.goto(f"{base}/runs/{run.pk}/")
+            platform.click("text=Replay this run")
+            platform.fill("#id_reason", "walk-through: does it replay as it ran?")
+            platform.click("button:has-text('Replay')")
+            expect(platform.locator("#replay-report .status-reproduced")).to_be_visible(timeout=60_000)
+            expect(platform.get_by_text("Step by step")).to_be_visible()
+            shoot(platform, "walkthrough-replay.png")
 
             auditor = sign_in(browser, base, "auditor")
             auditor.goto(f"{base}/evidence/")
