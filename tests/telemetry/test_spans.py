@@ -9,9 +9,9 @@ from approvals.services import approval_decide
 from controlplane.identity import actor_for
 from controlplane.telemetry import configure_tracing, run_span, span
 from runs import tools
-from runs.models import PendingAction, Run, StepCheckpoint
-from runs.services import task_submit
-from tests.support.workflows import advance
+from runs.models import MapBranch, PendingAction, Run, StepCheckpoint
+from runs.services import map_branch_advance, task_submit
+from tests.support.workflows import advance, http_tool, workflow
 
 pytestmark = pytest.mark.django_db
 SMALL_REFUND = {"text": "Please refund order #123, I want my money back: a refund of $120"}
@@ -150,6 +150,51 @@ def test_a_run_advanced_from_another_trace_stays_in_its_own_and_links_to_it(requ
     steps = [s for s in spans.get_finished_spans() if s.name == "step"]
     assert [s.attributes["step"] for s in steps] == ["classify", "acknowledge"]
     assert all(s.parent.span_id == run_span_.context.span_id for s in steps)
+
+
+def test_map_branches_run_as_tasks_of_their_own_stay_in_the_runs_trace(
+    publish, tool_server, requester, spans
+):
+    map_step = {
+        "name": "check",
+        "map": {
+            "over": "lines",
+            "as": "line",
+            "tool": "stock.check",
+            "agent": "ops_agent",
+            "args": {"sku": "=line.sku"},
+        },
+    }
+    summarise = {
+        "name": "summarise",
+        "tool": "stock.summary",
+        "agent": "ops_agent",
+        "args": {"checks": "=check"},
+    }
+    tools_ = {name: http_tool(tool_server, name) for name in ("stock.check", "stock.summary")}
+    publish(workflow("stock_flow", map_step, summarise), tools=tools_)
+    spans.clear()  # publishing asks policy too
+    lines = [{"sku": "A-1"}, {"sku": "B-2"}]
+    run, _request = submit_in_request(
+        requester, "stock_flow", {"text": "Check my order", "lines": lines}, channel="staging"
+    )
+
+    advance(run)  # fans out
+    for branch in MapBranch.objects.filter(run=run).order_by("index"):
+        map_branch_advance(branch_id=branch.pk, worker="test")
+    assert advance(run).status == Run.Status.SUCCEEDED  # fans in
+
+    finished = spans.get_finished_spans()
+    assert {format(s.context.trace_id, "032x") for s in finished} == {run.trace_id}
+    runs = [s for s in finished if s.name == "run"]
+    assert len(runs) == 4 and all(hex_id(r.parent.span_id) == run.trace_parent for r in runs)
+    branch_steps = {
+        s.attributes["step"]: s for s in finished if s.name == "step" and "[" in s.attributes["step"]
+    }
+    assert sorted(branch_steps) == ["check[0]", "check[1]"]
+    calls = [s for s in finished if s.name == "tool.call" and s.attributes["tool.name"] == "stock.check"]
+    assert sorted(c.attributes["step"] for c in calls) == ["check[0]", "check[1]"]
+    assert all(c.parent.span_id == branch_steps[c.attributes["step"]].context.span_id for c in calls)
 
 
 def test_an_error_marks_the_span_with_its_type_and_nothing_of_its_message(spans):
