@@ -168,7 +168,7 @@ def _started(
     with tracer.start_as_current_span(
         name,
         attributes=_present(attributes),
-        record_exception=False,  # an exception event carries the message and the stack's locals' repr
+        record_exception=False,  # an exception event would carry the message and the traceback
         set_status_on_exception=False,
         **options,
     ) as current:
