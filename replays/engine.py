@@ -199,7 +199,10 @@ class _Walk:
         visit = self.visits.get(state, 0)
         self.visits[state] = visit + 1
         recorded_visits = self.recording.outputs_of(state)
-        recorded = recorded_visits[visit] if visit < len(recorded_visits) else None
+        if visit < len(recorded_visits):
+            recorded = recorded_visits[visit]
+        else:  # the visit that failed, if the run failed here after the step answered
+            recorded = self.recording.failed_steps.get(state) if visit == len(recorded_visits) else None
         original = self.recording.steps[sequence - 1] if sequence <= len(self.recording.steps) else None
         now = self._clock(recorded or original).timestamp()
         facts = merged_facts(self.run, self.results)
@@ -266,8 +269,6 @@ class _Walk:
     def _recorded_output(self, state: str, recorded: RecordedStep | None) -> Any:
         if recorded is not None:
             return recorded.output
-        if state in self.recording.failed_outputs:
-            return self.recording.failed_outputs[state]
         raise _Stop("incomplete", f"the recording holds no answer for {state}", unrecorded=True)
 
     def _tool(self, sequence, state, step, facts, recorded, now) -> StepReport:

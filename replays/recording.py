@@ -69,7 +69,9 @@ class Recording:
     steps: list[RecordedStep]
     decisions: list[RecordedDecision]
     human_decisions: list[tuple[str, str, dict]]  # (state, approved / rejected / expired, proposed action)
-    failed_outputs: dict[str, Any] = field(default_factory=dict)  # state -> output of a step that failed
+    # A step that answered and then failed (a forbidden or denied transition) has no checkpoint:
+    # its answer is kept with the failure event instead.
+    failed_steps: dict[str, RecordedStep] = field(default_factory=dict)
     end: str = ""
     end_state: str = ""
     error: str = ""
@@ -91,13 +93,15 @@ class Recording:
 
 def recording_of(run: Run) -> Recording:
     checkpoints = list(run.checkpoints.order_by("sequence"))
-    stored = stored_payloads([checkpoint.output for checkpoint in checkpoints])
     events = list(
         AuditEvent.objects.filter(
             run_id=str(run.pk), action__in=["run.step.completed", "run.failed", "run.compensating"]
         ).order_by("seq")
     )
     moves = {e.payload.get("sequence"): e.payload for e in events if e.action == "run.step.completed"}
+    failures = [e.payload for e in events if e.action != "run.step.completed"]
+    failed = [e for e in events if e.action != "run.step.completed" and "output" in e.payload]
+    stored = stored_payloads([c.output for c in checkpoints] + [f.payload["output"] for f in failed])
     steps = [
         RecordedStep(
             sequence=checkpoint.sequence,
@@ -111,14 +115,25 @@ def recording_of(run: Run) -> Recording:
         )
         for checkpoint in checkpoints
     ]
-    failures = [e.payload for e in events if e.action != "run.step.completed"]
-    failed_outputs = {f["state"]: f["output"] for f in failures if "output" in f}
+    failed_steps = {
+        f.payload["state"]: RecordedStep(
+            sequence=len(checkpoints) + 1,
+            state=f.payload["state"],
+            output=inlined(f.payload["output"], stored),
+            details=f.payload.get("details", {}),
+            started_at=f.created_at,
+            finished_at=f.created_at,
+            next_state=None,
+            why="",
+        )
+        for f in failed
+    }
     return Recording(
         run=run,
         steps=steps,
         decisions=_decisions(run),
         human_decisions=_human_decisions(run),
-        failed_outputs=failed_outputs,
+        failed_steps=failed_steps,
         end=END_OF_STATUS[run.status],
         end_state=failures[-1]["state"] if failures else run.current_state,
         error=run.error,

@@ -22,7 +22,7 @@ from controlplane.audit import Entry, ledger_lock_condition, record, record_many
 from controlplane.canonical import digest
 from controlplane.dbtime import database_now, database_now_plus
 from controlplane.telemetry import span
-from policy.services import Decision, decision_input, policy_evaluate, policy_record
+from policy.services import Decision, policy_evaluate, policy_record
 from registry.workflow_definitions import END, FAIL, HUMAN
 
 from .. import tools
@@ -40,7 +40,7 @@ from .steps import (
     execute_agent_step,
     execute_gate_step,
     execute_tool_step,
-    policy_run_document,
+    transition_decision_input,
 )
 
 logger = logging.getLogger(__name__)
@@ -107,13 +107,13 @@ def _execute_released_step(run: Run, lease_token: str, enqueue, progress: Progre
         step, allowed, merged_facts(run, {**results, state: outcome.output}), proposed
     )
     if not next_state:
-        return _fail(run, lease_token, state, f"forbidden transition: {why}", enqueue)
+        return _fail(run, lease_token, state, f"forbidden transition: {why}", enqueue, failed=outcome)
     move = _Move(state, next_state, why, allowed, sequence, started_at, _add(run.spent, outcome.spent))
     committed, denied = _commit_step(run, lease_token, released, outcome, move)
     if denied is not None:
         reasons = "; ".join(denied[0].reasons)
         error = f"transition {state} -> {next_state} denied: {reasons}"
-        return _fail(run, lease_token, state, error, enqueue, log_decision=denied[1])
+        return _fail(run, lease_token, state, error, enqueue, log_decision=denied[1], failed=outcome)
     if not committed:
         return False  # the lease expired meanwhile: another worker owns the run now
     progress.results[state] = outcome.output
@@ -154,17 +154,14 @@ def _transition_decision(
     run: Run, released: ReleasedWorkflow, move: _Move, now: float
 ) -> tuple[Decision, Callable[[], Decision]]:
     """The decision, and how to log it: in the transaction that commits or fails the move."""
-    document = decision_input(
-        "step.transition",
-        run={
-            **policy_run_document(run, released, now),
-            # Handing over to the next state is a hop; ending is not.
-            "hop_count": run.hop_count + (0 if move.next_state == END else 1),
-            "spent": move.spent,
-        },
-        **{"from": move.state},
-        to=move.next_state,
-        allowed_next=move.allowed,
+    document = transition_decision_input(
+        run,
+        released,
+        state=move.state,
+        next_state=move.next_state,
+        allowed=move.allowed,
+        spent=move.spent,
+        now=now,
     )
     decision = policy_evaluate("step.transition", document, bundle=released.policy)
     return decision, lambda: policy_record(
@@ -413,8 +410,17 @@ def _committed_effects(run: Run) -> list[Effect]:
     return list(Effect.objects.filter(run=run, status=Effect.Status.COMMITTED).order_by("-created_at", "-pk"))
 
 
-def _fail(run: Run, lease_token: str, state: str, error: str, enqueue: Any, log_decision=None) -> bool:
-    """Fail closed. Completed side effects are compensated in reverse order (saga) first."""
+def _fail(
+    run: Run,
+    lease_token: str,
+    state: str,
+    error: str,
+    enqueue: Any,
+    log_decision=None,
+    failed: StepOutcome | None = None,
+) -> bool:
+    """Fail closed. Completed side effects are compensated in reverse order (saga) first. A step
+    that failed after it answered (`failed`) keeps its answer with the event, for replay."""
     effects = _committed_effects(run)
     with transaction.atomic():
         locked = _locked(run, lease_token)
@@ -433,12 +439,22 @@ def _fail(run: Run, lease_token: str, state: str, error: str, enqueue: Any, log_
             WORKER,
             "run.failed" if not effects else "run.compensating",
             locked,
-            {"state": state, "error": error, "effects": len(effects)},
+            {
+                "state": state,
+                "error": error,
+                "effects": len(effects),
+                **(_answer(failed) if failed is not None else {}),
+            },
             **_audit(locked),
         )
     if effects:
         _compensate(run, lease_token, effects)
     return False
+
+
+def _answer(outcome: StepOutcome) -> dict:
+    details = {k: v for k, v in outcome.details.items() if k in _COMPLETED_DETAILS}
+    return {"output": by_reference(outcome.output), "details": details}
 
 
 def fail_crashed_step(run: Run, lease_token: str, error: Exception, enqueue: Any) -> bool:
