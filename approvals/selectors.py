@@ -7,6 +7,9 @@ Each filter is a plain comparison on an indexed column of `PendingAction`, so th
 query plan serves SQLite and PostgreSQL.
 """
 
+from dataclasses import dataclass
+
+from django.contrib.auth import get_user_model
 from django.contrib.auth.models import AbstractBaseUser, AnonymousUser, Group
 from django.db.models import Exists, OuterRef, Prefetch, Q, QuerySet, Subquery, Value
 from django.db.models.functions import Coalesce
@@ -18,6 +21,41 @@ from runs.models import PendingAction, StepCheckpoint
 from .models import ApprovalDecision, ReviewerClearance
 
 User = AbstractBaseUser | AnonymousUser
+# The navigation shows "999+" beyond this: counting stops there, so a long backlog costs no more.
+PENDING_COUNT_CAP = 999
+
+
+@dataclass(frozen=True)
+class Reviewer:
+    """What decides which requests a user may see and decide: their groups and clearance."""
+
+    groups: list[str]
+    clearance: int
+    is_agent: bool
+
+
+def reviewer_of(user: User) -> Reviewer:
+    """The user's groups and clearance (see `reviewer_read`), cached on the user object for the
+    request."""
+    if not hasattr(user, "_baton_reviewer"):
+        user._baton_reviewer = reviewer_read(user)
+    return user._baton_reviewer
+
+
+def reviewer_read(user: User) -> Reviewer:
+    """The user's groups (admin too for a superuser, who holds the admin role without being in
+    its group) and clearance, read now in one query."""
+    # One row per group (one with no name when there is none), the clearance on each.
+    rows = list(get_user_model().objects.filter(pk=user.pk).values_list("groups__name", "clearance__level"))
+    names = {name for name, _ in rows if name}
+    level = rows[0][1] if rows else None
+    if user.is_superuser:
+        names.add(ADMIN)
+    return Reviewer(
+        groups=sorted(names),
+        clearance=ReviewerClearance.DEFAULT if level is None else level,
+        is_agent=AGENT in names,
+    )
 
 
 def pending_for(user: User) -> QuerySet[PendingAction]:
@@ -25,21 +63,34 @@ def pending_for(user: User) -> QuerySet[PendingAction]:
     never their own runs), with the run and requester loaded, soonest due first."""
     if not user.is_authenticated:
         return PendingAction.objects.none()
-    # The group names as literals (not a subquery) let the database walk an inbox index in
-    # the order asked for and stop after one page.
+    reviewer = reviewer_of(user)
+    if reviewer.is_agent:
+        return PendingAction.objects.none()
+    # What is known of the user as literals (not subqueries) lets the database walk an inbox
+    # index in the order asked for and stop after one page.
     return (
-        _decidable_by(user, approver_groups(user))
-        .filter(status=PendingAction.Status.PENDING)
+        PendingAction.objects.filter(
+            _decidable(user, reviewer.groups, reviewer.clearance), status=PendingAction.Status.PENDING
+        )
         .select_related("run", "requested_by")
         .order_by("due_at", "pk")
     )
 
 
 def pending_count_for(user: User) -> int:
-    """How many requests wait for this user: one query (shown in the navigation on every page)."""
+    """How many requests wait for this user, counted up to PENDING_COUNT_CAP + 1: one query
+    (shown in the navigation on every page) that reads the open-requests index alone."""
     if not user.is_authenticated:
         return 0
-    return _decidable_by(user, _group_names(user)).filter(status=PendingAction.Status.PENDING).count()
+    cached = getattr(user, "_baton_reviewer", None)
+    if cached is not None:
+        if cached.is_agent:
+            return 0
+        decidable = _decidable(user, cached.groups, cached.clearance)
+    else:  # what is known of the user is asked in subqueries: this stays one round trip
+        decidable = _decidable(user, _group_names(user), _clearance_subquery(user)) & ~Q(_is_agent(user))
+    waiting = PendingAction.objects.filter(decidable, status=PendingAction.Status.PENDING)
+    return waiting.order_by()[: PENDING_COUNT_CAP + 1].count()
 
 
 def history_for(user: User) -> QuerySet[PendingAction]:
@@ -60,9 +111,10 @@ def requests_visible_to(user: User) -> QuerySet[PendingAction]:
     if has_role(user, AUDITOR, ADMIN):
         return PendingAction.objects.all()
     decided_by_user = ApprovalDecision.objects.filter(pending_action=OuterRef("pk"), reviewer=user)
-    return PendingAction.objects.filter(
-        Q(pk__in=_decidable_by(user, _group_names(user)).values("pk")) | Q(Exists(decided_by_user))
-    )
+    # Conditions on the row itself (no `pk IN (...)` of every decidable request): looking up one
+    # request, or one page of them, costs the same however many wait.
+    decidable = _decidable(user, _group_names(user), _clearance(user))
+    return PendingAction.objects.filter(decidable | Q(Exists(decided_by_user)))
 
 
 def requests_in_view_of(user: User, status: str = "") -> QuerySet[PendingAction]:
@@ -96,41 +148,37 @@ def decisions_of(pending_action: PendingAction) -> QuerySet[ApprovalDecision]:
     return pending_action.decisions.select_related("reviewer").order_by("created_at", "pk")
 
 
-def clearance_of(user: User) -> int:
-    """The user's clearance rank (internal when none was recorded)."""
-    level = ReviewerClearance.objects.filter(user_id=user.pk).values_list("level", flat=True).first()
-    return ReviewerClearance.DEFAULT if level is None else level
-
-
 def approver_groups(user: User) -> list[str]:
-    """The groups a user decides for: their Django groups, and admin for a superuser (who holds
-    the admin role without being in its group). Cached on the user object for the request."""
-    if not hasattr(user, "_baton_approver_groups"):
-        names = set(user.groups.values_list("name", flat=True))
-        if user.is_superuser:
-            names.add(ADMIN)
-        user._baton_approver_groups = sorted(names)
-    return user._baton_approver_groups
+    """The groups a user decides for (see `reviewer_of`)."""
+    return reviewer_of(user).groups
 
 
 def _group_names(user: User) -> QuerySet | list[str]:
     """The user's group names: the cached list, else a subquery (no round trip of its own)."""
-    if hasattr(user, "_baton_approver_groups"):
-        return user._baton_approver_groups
+    if hasattr(user, "_baton_reviewer"):
+        return user._baton_reviewer.groups
     held = Q(user=user.pk) | Q(name=ADMIN) if user.is_superuser else Q(user=user.pk)
     return Group.objects.filter(held).values("name")
 
 
-def _decidable_by(user: User, groups: QuerySet | list[str]) -> QuerySet[PendingAction]:
-    """Requests of these groups within the user's clearance, not of the user's own runs, none
-    for an agent. What is known of the user is asked in subqueries: this stays one round trip."""
-    clearance = Coalesce(
+def _clearance(user: User) -> int | Coalesce:
+    """The user's clearance rank: the cached value, else a subquery."""
+    if hasattr(user, "_baton_reviewer"):
+        return user._baton_reviewer.clearance
+    return _clearance_subquery(user)
+
+
+def _clearance_subquery(user: User) -> Coalesce:
+    return Coalesce(
         Subquery(ReviewerClearance.objects.filter(user_id=user.pk).values("level")[:1]),
         Value(int(ReviewerClearance.DEFAULT)),
     )
-    is_agent = Exists(Group.objects.filter(user=user.pk, name=AGENT))  # an agent never decides
-    return (
-        PendingAction.objects.filter(approver_group__in=groups, sensitivity_rank__lte=clearance)
-        .exclude(requested_by_id=user.pk)
-        .exclude(is_agent)
-    )
+
+
+def _is_agent(user: User) -> Exists:
+    return Exists(Group.objects.filter(user=user.pk, name=AGENT))  # an agent never decides
+
+
+def _decidable(user: User, groups: QuerySet | list[str], clearance: int | Coalesce) -> Q:
+    """Requests of these groups within this clearance, not of the user's own runs."""
+    return Q(approver_group__in=groups, sensitivity_rank__lte=clearance) & ~Q(requested_by_id=user.pk)

@@ -14,9 +14,10 @@ from typing import Any
 from django.conf import settings
 from django.contrib.auth.models import AbstractBaseUser
 from django.db import transaction
+from django.db.models import QuerySet
 from django.db.models.functions import Now
 
-from controlplane.audit import ObjectRef, record
+from controlplane.audit import Entry, ObjectRef, ledger_lock_condition, record, record_many
 from controlplane.dbtime import database_now_plus
 from controlplane.errors import Conflict, Forbidden, InvalidInput, NotFound
 from controlplane.identity import Actor, actor_for
@@ -29,7 +30,7 @@ from runs.services.decisions import pending_action_decide, pending_action_expire
 
 from .models import ApprovalDecision, ReviewerClearance
 from .notifiers import notify_on_commit
-from .selectors import approver_groups, clearance_of
+from .selectors import reviewer_read
 
 SYSTEM = Actor("approvals", kind="system")
 DECIDE_SCOPE = "approvals:decide"
@@ -103,6 +104,7 @@ def approval_decide(
     reason: str,
     user: AbstractBaseUser,
     api_key: ApiKey | None = None,
+    among: QuerySet[PendingAction] | None = None,
 ) -> ApprovalDecision:
     """Record `user`'s decision ("approve" or "reject"; a rejection needs a reason) on one
     pending request, bound to the exact action it proposes, and return it.
@@ -113,7 +115,8 @@ def approval_decide(
     later ones get Conflict, as do decisions on a request already decided, expired or
     superseded, and a second decision by the same reviewer. When the last required approval
     arrives (or on any rejection) the run resumes or follows its rejection path, in the same
-    transaction. Raises InvalidInput, Forbidden, Conflict, NotFound.
+    transaction. `among`: the requests the caller may see (NotFound for any other), checked
+    by the statement that takes the lock. Raises InvalidInput, Forbidden, Conflict, NotFound.
     """
     verdict = decision
     if verdict not in ApprovalDecision.Verdict.values:
@@ -128,7 +131,8 @@ def approval_decide(
         raise Forbidden("An agent's identity can never decide an approval request.")
     if api_key is not None and DECIDE_SCOPE not in api_key.scopes:
         raise Forbidden(f"This API key lacks the scope '{DECIDE_SCOPE}'.")
-    recorded, refusal = _decide_under_lock(pending_action_id, verdict, reason, user, actor)
+    requests = PendingAction.objects.all() if among is None else among
+    recorded, refusal = _decide_under_lock(requests, pending_action_id, verdict, reason, user, actor)
     if recorded is None:
         raise Forbidden("Policy refused this decision: " + "; ".join(refusal) + ".")
     return recorded
@@ -136,24 +140,36 @@ def approval_decide(
 
 @transaction.atomic
 def _decide_under_lock(
-    pending_action_id: int, verdict: str, reason: str, user: AbstractBaseUser, actor: Actor
+    requests: QuerySet[PendingAction],
+    pending_action_id: int,
+    verdict: str,
+    reason: str,
+    user: AbstractBaseUser,
+    actor: Actor,
 ) -> tuple[ApprovalDecision | None, list[str]]:
-    pending = PendingAction.objects.select_for_update().filter(pk=pending_action_id).first()
+    # The run and the requester come with the locked row (only the request's row is locked).
+    pending = (
+        requests.select_for_update(of=("self",))
+        .select_related("run__requested_by", "requested_by")
+        .filter(pk=pending_action_id)
+        .first()
+    )
     if pending is None:
         raise NotFound("No such approval request.")
     if pending.status != PendingAction.Status.PENDING:
         raise Conflict(f"This request was already {pending.status}; your decision was not recorded.")
     if ApprovalDecision.objects.filter(pending_action=pending, reviewer=user).exists():
         raise Conflict("You have already decided this request; another reviewer must decide next.")
-    run = Run.objects.select_related("requested_by").get(pk=pending.run_id)
+    run = pending.run
+    reviewer = reviewer_read(user)  # read under the lock, not what an earlier page saw
     decision = policy_decide(
         "approval.decide",
         decision_input(
             "approval.decide",
             reviewer={
                 "username": user.get_username(),
-                "groups": approver_groups(user),
-                "clearance": ReviewerClearance.Level(clearance_of(user)).label,
+                "groups": reviewer.groups,
+                "clearance": ReviewerClearance.Level(reviewer.clearance).label,
             },
             request={
                 "requested_by": run.requested_by.get_username(),
@@ -189,9 +205,7 @@ def _decide_under_lock(
         credential=actor.credential,
     )
     approve = verdict == ApprovalDecision.Verdict.APPROVE
-    if approve:
-        pending.approvals += 1
-    record(
+    decided = Entry(
         actor,
         "approval.decided",
         pending,
@@ -201,40 +215,58 @@ def _decide_under_lock(
             "approver_group": pending.approver_group,
             "action_hash": pending.action_hash,
             "policy_decision": decision.decision_id,
-            "approvals": pending.approvals,
+            "approvals": pending.approvals + approve,
             "quorum": pending.quorum,
         },
         **_audit_ids(run),
     )
     if not approve:
+        record_many([decided])
         pending_action_decide(pending_action_id=pending.pk, approved=False, actor=actor, reason=reason)
         pending.status = PendingAction.Status.REJECTED
         notify_on_commit("decided", pending, decision=recorded)
-    elif pending.stage + 1 < len(pending.approvers):
+        return recorded, []
+    pending.approvals += 1
+    if pending.stage + 1 < len(pending.approvers):
         # This group has signed; the next one in the signing order decides now.
         pending.stage += 1
         pending.escalations = 0
         pending.approver_group = pending.approvers[pending.stage]
-        pending.due_at = database_now_plus(_due_seconds(run, pending.state))
-        pending.save(update_fields=["approvals", "stage", "escalations", "approver_group", "due_at"])
+        _save_and_lock_ledger(
+            pending,
+            approvals=pending.approvals,
+            stage=pending.stage,
+            escalations=0,
+            approver_group=pending.approver_group,
+            due_at=database_now_plus(_due_seconds(run, pending.state)),
+        )
         pending.refresh_from_db(fields=["due_at"])
-        record(
+        advanced = Entry(
             SYSTEM,
             "approval.advanced",
             pending,
             {"approver_group": pending.approver_group, "due_at": pending.due_at.isoformat()},
             **_audit_ids(run),
         )
+        record_many([decided, advanced], ledger_locked=True)
         notify_on_commit("advanced", pending, decision=recorded)
     elif pending.approvals < pending.quorum:
-        pending.save(update_fields=["approvals"])
+        _save_and_lock_ledger(pending, approvals=pending.approvals)
+        record_many([decided], ledger_locked=True)
         notify_on_commit("advanced", pending, decision=recorded)
     else:
-        pending.save(update_fields=["approvals"])
+        _save_and_lock_ledger(pending, approvals=pending.approvals)
+        record_many([decided], ledger_locked=True)
         pending_action_decide(pending_action_id=pending.pk, approved=True, actor=actor, reason=reason)
         pending.status = PendingAction.Status.APPROVED
         notify_on_commit("decided", pending, decision=recorded)
     return recorded, []
+
+
+def _save_and_lock_ledger(pending: PendingAction, **changes: Any) -> None:
+    """Write the request's new counts, taking the audit ledger's lock in the same statement
+    (the append that follows then needs no round trip for it)."""
+    PendingAction.objects.filter(*ledger_lock_condition(), pk=pending.pk).update(**changes)
 
 
 def approvals_escalate_due(*, limit: int = 500) -> int:

@@ -2,11 +2,11 @@
 
 from django import template
 
-from .. import selectors
+from ..views import nav_count
 
 register = template.Library()
 
 
 @register.inclusion_tag("approvals/_partials/nav_count.html", takes_context=True)
 def pending_approvals_count(context: template.Context) -> dict:
-    return {"count": selectors.pending_count_for(context["request"].user)}
+    return nav_count(context["request"].user)

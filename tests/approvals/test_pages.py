@@ -204,6 +204,23 @@ def test_the_inbox_and_the_nav_count_keep_their_query_count(signed_in, reviewer)
         client.get("/approvals/", HTTP_HX_REQUEST="true")
     assert page.count('class="approval-row"') == 25  # one page; the navigation shows the total
     assert (len(many), len(many_counts), len(many_rows)) == (len(few), len(few_counts), len(few_rows))
+    # Session, user, roles, the reviewer's groups and clearance, the rows; the page adds the
+    # navigation count and the workflows to filter on; the polled count asks the user afresh.
+    assert (len(few), len(few_counts), len(few_rows)) == (7, 4, 5)
+
+
+def test_the_nav_count_stops_counting_at_its_cap(signed_in, reviewer, monkeypatch):
+    from approvals import selectors
+
+    monkeypatch.setattr(selectors, "PENDING_COUNT_CAP", 2)
+    client = signed_in(reviewer)
+    for _ in range(2):
+        pending_request()
+    assert html_of(client.get("/approvals/count/")).strip().endswith(">2</span>")
+    pending_request()
+    count = html_of(client.get("/approvals/count/"))
+    assert count.strip().endswith(">2+</span>") and 'title="2+ pending approval requests"' in count
+    assert ">2+</span>" in html_of(client.get("/approvals/"))
 
 
 def test_the_nav_shows_the_live_count_to_deciders_and_the_history_to_auditors(signed_in, reviewer, auditor):
@@ -288,6 +305,19 @@ def test_approving_with_a_plain_form_resumes_the_run_and_lands_in_the_history(pa
     detail = html_of(client.get(f"/approvals/{pending.pk}/"))
     assert "approve-form" not in detail and "refund matches the order" in detail
     assert 'hx-trigger="every 2s"' in detail  # follows the run until it ends
+
+
+def test_a_decision_takes_few_queries(parked, signed_in, reviewer):
+    pending = parked()
+    client = signed_in(reviewer)
+    with CaptureQueriesContext(connection) as queries:
+        response = client.post(f"/approvals/{pending.pk}/decision/", {"decision": "approve"})
+    assert response.status_code == 302
+    # Session, user and roles; the lock (which also asks whether the reviewer may see the
+    # request, and brings its run and requester), an earlier decision, the reviewer's groups,
+    # the policy decision, the approval, its count with the ledger's lock, the ledger head and
+    # event; then the run engine's resumption (nine, with its savepoint).
+    assert len(queries) <= 22
 
 
 def test_the_redirect_after_a_decision_never_leaves_the_inbox(parked, signed_in, reviewer):
