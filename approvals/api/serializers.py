@@ -1,5 +1,6 @@
-from datetime import datetime
+from datetime import datetime, tzinfo
 
+from django.utils import timezone
 from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
@@ -7,6 +8,15 @@ from controlplane.api.serializers import StrictInputSerializer
 from runs.models import PendingAction, StepCheckpoint
 
 from ..models import ApprovalDecision
+
+# What a list row reads (`values()`): its columns, the run's case id and the requester's name.
+LIST_VALUES = (
+    *("pk", "run_id", "workflow", "run__case_id", "state", "status", "reasons", "proposed_action"),
+    *("action_hash", "risk", "risk_rank", "sensitivity_rank", "approvers", "approver_group", "quorum"),
+    *("approvals", "escalations", "requested_by__username", "due_at", "created_at", "decided_at"),
+)
+RISK_LABELS = dict(PendingAction.Risk.choices)
+SENSITIVITY_NAMES = {rank: name for name, rank in PendingAction.SENSITIVITY_RANKS.items()}
 
 
 class DecisionInputSerializer(StrictInputSerializer):
@@ -80,32 +90,34 @@ class ApprovalListSerializer(serializers.ModelSerializer):
     def get_requested_by(self, pending: PendingAction) -> str:
         return pending.requested_by.get_username() if pending.requested_by_id else ""
 
-    def to_representation(self, pending: PendingAction) -> dict:
-        """The fields above, built directly: the list is what clients poll, and DRF's generic
-        field-by-field path costs several times more per row (the schema still comes from the
-        declared fields; a test holds both to the same output)."""
+    def to_representation(self, row: dict) -> dict:
+        """The fields above, built from a row of `LIST_VALUES` (no model instances): the list is
+        what clients poll, and DRF's generic field-by-field path costs several times more per
+        row (the schema still comes from the declared fields; a test holds both to the same
+        output)."""
+        zone = timezone.get_current_timezone()
         return {
-            "id": pending.pk,
-            "run": str(pending.run_id),
-            "workflow": pending.workflow,
-            "case_id": pending.run.case_id,
-            "state": pending.state,
-            "status": pending.status,
-            "reasons": pending.reasons,
-            "proposed_action": pending.proposed_action,
-            "action_hash": pending.action_hash,
-            "risk": pending.risk,
-            "risk_level": pending.get_risk_rank_display(),
-            "sensitivity": pending.sensitivity,
-            "approvers": pending.approvers,
-            "approver_group": pending.approver_group,
-            "quorum": pending.quorum,
-            "approvals": pending.approvals,
-            "escalations": pending.escalations,
-            "requested_by": self.get_requested_by(pending),
-            "due_at": _timestamp(pending.due_at),
-            "created_at": _timestamp(pending.created_at),
-            "decided_at": _timestamp(pending.decided_at),
+            "id": row["pk"],
+            "run": str(row["run_id"]),
+            "workflow": row["workflow"],
+            "case_id": row["run__case_id"],
+            "state": row["state"],
+            "status": row["status"],
+            "reasons": row["reasons"],
+            "proposed_action": row["proposed_action"],
+            "action_hash": row["action_hash"],
+            "risk": row["risk"],
+            "risk_level": RISK_LABELS[row["risk_rank"]],
+            "sensitivity": SENSITIVITY_NAMES[row["sensitivity_rank"]],
+            "approvers": row["approvers"],
+            "approver_group": row["approver_group"],
+            "quorum": row["quorum"],
+            "approvals": row["approvals"],
+            "escalations": row["escalations"],
+            "requested_by": row["requested_by__username"] or "",
+            "due_at": _timestamp(row["due_at"], zone),
+            "created_at": _timestamp(row["created_at"], zone),
+            "decided_at": _timestamp(row["decided_at"], zone),
         }
 
 
@@ -135,8 +147,9 @@ class ApprovalDetailSerializer(ApprovalListSerializer):
         ]
 
 
-_TIMESTAMP = serializers.DateTimeField()
-
-
-def _timestamp(value: datetime | None) -> str | None:
-    return _TIMESTAMP.to_representation(value) if value is not None else None
+def _timestamp(value: datetime | None, zone: tzinfo) -> str | None:
+    """As DRF's DateTimeField writes it (ISO 8601 in the current time zone, UTC as "Z")."""
+    if value is None:
+        return None
+    text = value.astimezone(zone).isoformat()
+    return text[:-6] + "Z" if text.endswith("+00:00") else text

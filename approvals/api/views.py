@@ -12,6 +12,7 @@ from runs.models import PendingAction
 
 from .. import selectors, services
 from .serializers import (
+    LIST_VALUES,
     ApprovalDetailSerializer,
     ApprovalListSerializer,
     DecisionInputSerializer,
@@ -21,11 +22,6 @@ from .serializers import (
 READERS = (REVIEWER, PLATFORM, AUDITOR, ADMIN)
 # Approver groups are role groups: reviewers first, platform and admins by escalation.
 DECIDERS = (REVIEWER, PLATFORM, ADMIN)
-LIST_COLUMNS = (
-    *(f.name for f in PendingAction._meta.concrete_fields),
-    "run__case_id",
-    "requested_by__username",
-)
 
 
 class ApprovalFilter(django_filters.FilterSet):
@@ -74,9 +70,9 @@ class ApprovalListView(generics.ListAPIView):
     def get_queryset(self):
         status_asked = self.request.query_params.get("status", "")
         requests = selectors.requests_in_view_of(self.request.user, status_asked)
-        # A row shows the run's case id and the requester's name: the run's input and the
-        # user's other columns stay in the database.
-        return requests.only(*LIST_COLUMNS)
+        # Plain rows, not model instances: a row shows the run's case id and the requester's
+        # name; the run's input and the user's other columns stay in the database.
+        return requests.values(*LIST_VALUES)
 
 
 class ApprovalDetailView(generics.RetrieveAPIView):
