@@ -4,7 +4,9 @@ Append: events appended one per transaction through `controlplane.audit.record` 
 lock, head and clock read, insert, commit), beside single-row INSERT+COMMIT into a plain
 table of the same shape on the same database, in alternating blocks so that both see the
 same load. Verify: a chain of --events events (1,000,000 by default, written with COPY) is
-walked by `verify_chain()` link by link, recomputing every payload digest and event hash.
+walked by `verify_chain()` link by link, recomputing every payload digest and event hash (two
+connections at once, as the command and the API do outside a transaction). Figures depend on
+what else the machine runs: the load average is printed beside them.
 
 Targets (issue "Evidence, replay and observability"): append at least 0.5x the bare insert
 rate; verification over 200,000 events/s. Needs PostgreSQL: a throwaway database
@@ -53,6 +55,7 @@ def main() -> int:
 
         connections.close_all()
         drop_database(database)
+    print("load average (1, 5, 15 min): {:.2f} {:.2f} {:.2f}".format(*os.getloadavg()))
     print(f"targets: append >= {TARGET_APPEND_RATIO}x bare insert, verify >= {TARGET_VERIFY_RATE:,} events/s")
     print(f"audit append {append_ratio:.2f}x bare INSERT+COMMIT; verification {verify_rate:,.0f} events/s")
     return 0 if append_ratio >= TARGET_APPEND_RATIO and verify_rate >= TARGET_VERIFY_RATE else 1

@@ -5,17 +5,18 @@ from django.core.management import call_command
 from django.core.management.base import CommandError
 from django.db import DatabaseError, connection, connections, transaction
 
-from controlplane import append_only
-from controlplane.audit import Entry, ObjectRef, record, record_many, verify_chain
+from controlplane import append_only, audit
+from controlplane.audit import Entry, ObjectRef, chain_hash, record, record_many, verify_chain
+from controlplane.canonical import digest
 from controlplane.models import GENESIS_HASH, AuditEvent
 
 pytestmark = pytest.mark.django_db
 LEDGER = AuditEvent._meta.db_table
 
 
-def _append(count: int, **kwargs) -> list[AuditEvent]:
+def _append(count: int, actor: str = "user:alice", **kwargs) -> list[AuditEvent]:
     return [
-        record("user:alice", "thing.changed", ObjectRef("thing", str(n)), {"n": n, "note": "é"}, **kwargs)
+        record(actor, "thing.changed", ObjectRef("thing", str(n)), {"n": n, "note": "é"}, **kwargs)
         for n in range(count)
     ]
 
@@ -117,20 +118,75 @@ def test_database_refuses_truncate():
         ),
         ("DELETE FROM controlplane_auditevent WHERE seq = 2", [], 3, 1, "gap"),
         ("UPDATE controlplane_auditevent SET prev_hash = %s WHERE seq = 4", ["f" * 64], 4, 3, "link"),
+        (  # #2 and #3 swap places
+            "UPDATE controlplane_auditevent SET seq = 1000 WHERE seq = 2; "
+            "UPDATE controlplane_auditevent SET seq = 2 WHERE seq = 3; "
+            "UPDATE controlplane_auditevent SET seq = 3 WHERE seq = 1000",
+            [],
+            2,
+            1,
+            "link",
+        ),
     ],
-    ids=["edited-field", "edited-payload", "deleted-event", "relinked-event"],
+    ids=[
+        "edited-field",
+        "edited-payload",
+        "deleted-event",
+        "relinked-event",
+        "reordered-events",
+    ],
 )
 def test_tampering_behind_the_apps_back_is_found(sql, params, first_bad, checked, reason):
     _append(5)
     assert verify_chain().ok
 
-    _tamper(sql, params)
+    for statement in sql.split("; "):
+        _tamper(statement, params)
 
     result = verify_chain()
     assert not result.ok
     assert result.first_bad == first_bad
     assert reason in result.reason
     assert result.checked == checked
+
+
+def test_a_quote_cannot_be_passed_off_as_a_backslash_and_a_quote():
+    """The canonical form escapes `"` as `\\"`: an actor edited from `a"b` to `a\\"b` must not
+    write the same bytes as the original."""
+    _append(2)
+    _append(1, actor='user:a"b')
+    _append(2)
+
+    _tamper("UPDATE controlplane_auditevent SET actor = %s WHERE seq = 3", ['user:a\\"b'])
+
+    result = verify_chain()
+    assert (result.ok, result.first_bad, result.reason) == (False, 3, "event fields do not match its hash")
+
+
+def test_an_inserted_event_with_a_valid_hash_breaks_the_next_link():
+    events = _append(4)
+    forged = AuditEvent(
+        seq=3,
+        created_at=events[1].created_at,
+        actor="user:mallory",
+        action="thing.changed",
+        object_type="thing",
+        object_id="forged",
+        payload={},
+        payload_digest=digest({}),
+        prev_hash=events[1].hash,
+    )
+    forged.hash = chain_hash(forged.prev_hash, forged)
+    for seq in (4, 3):  # make room: #3 and #4 move up one
+        _tamper("UPDATE controlplane_auditevent SET seq = seq + 1 WHERE seq = %s", [seq])
+    forged.save(force_insert=True)
+
+    assert verify_chain().as_dict() == {
+        "ok": False,
+        "checked": 3,
+        "first_bad": 4,
+        "reason": "link to the previous event is broken",
+    }
 
 
 def test_tampering_with_payload_digest_and_hash_together_breaks_the_next_link():
@@ -194,3 +250,60 @@ def test_chain_stays_linear_under_concurrent_writers():
     }
     times = list(AuditEvent.objects.order_by("seq").values_list("created_at", flat=True))
     assert times == sorted(times), "the database clock must order events as the chain does"
+
+
+@pytest.mark.skipif(connection.vendor != "postgresql", reason="two connections need PostgreSQL")
+@pytest.mark.usefixtures("committed_db")
+@pytest.mark.parametrize(
+    ("sql", "params", "result"),
+    [
+        ("", [], {"ok": True, "checked": 50, "first_bad": None, "reason": ""}),
+        (
+            "UPDATE controlplane_auditevent SET action = %s WHERE seq = 25",
+            ["thing.hidden"],
+            {"ok": False, "checked": 24, "first_bad": 25, "reason": "event fields do not match its hash"},
+        ),
+        (
+            "UPDATE controlplane_auditevent SET prev_hash = %s WHERE seq = 26",
+            ["f" * 64],
+            {"ok": False, "checked": 25, "first_bad": 26, "reason": "link to the previous event is broken"},
+        ),
+        (
+            "DELETE FROM controlplane_auditevent WHERE seq = 25",
+            [],
+            {"ok": False, "checked": 24, "first_bad": 26, "reason": "sequence gap: expected #25"},
+        ),
+        (
+            "UPDATE controlplane_auditevent SET payload = '{}' WHERE seq = 40",
+            [],
+            {"ok": False, "checked": 39, "first_bad": 40, "reason": "payload does not match its digest"},
+        ),
+        (
+            "UPDATE controlplane_auditevent SET actor = %s WHERE seq = 3",
+            ["user:mallory"],
+            {"ok": False, "checked": 2, "first_bad": 3, "reason": "event fields do not match its hash"},
+        ),
+    ],
+    ids=[
+        "intact",
+        "edited-middle",
+        "relinked-after-middle",
+        "deleted-middle",
+        "edited-second-half",
+        "edited-first-half",
+    ],
+)
+def test_a_long_chain_checked_in_two_halves_gives_the_answer_of_one_walk(monkeypatch, sql, params, result):
+    """Outside a transaction a chain of two batches or more is walked in two halves, on two
+    connections; the second half starts from the hash stored at the middle (#25 here)."""
+    monkeypatch.setattr(audit, "_VERIFY_BATCH", 10)
+    _append(50)
+    if sql:
+        _tamper(sql, params)
+    seen = []
+
+    assert verify_chain(progress=seen.append).as_dict() == result
+    if result["ok"]:
+        assert (
+            sorted(seen) == seen and seen[-1] == 50 and len(seen) == 6
+        )  # batches of 10, the middle one split

@@ -91,17 +91,29 @@ TRICKY = ['quote " backslash \\ slash /', "tab\tnew\nline\r\x08\x0c\x01\x1f\x7f"
 
 @pytest.mark.postgres
 def test_the_database_rebuilds_every_events_canonical_json_byte_for_byte():
-    from controlplane.audit import _POSTGRES_BATCH
+    """Plain concatenation for fields that need no escaping, to_json for the others: both write
+    what chain_hash hashes."""
+    from controlplane.audit import _POSTGRES_BATCH, _hashed
 
     if connection.vendor != "postgresql":
         pytest.skip("PostgreSQL only")
+    record(
+        SYSTEM,
+        "test.plain",
+        ObjectRef("thing", "1"),
+        {"n": 1},
+        trace_id="ab" * 16,
+        run_id="r-1",
+        release_id="rel",
+    )
     for text in TRICKY:
         record(Actor(text, kind="user"), "test.tricky", ObjectRef(text, text), {text: [text, 1, None, True]},
                trace_id="t", run_id=text, release_id=text)  # fmt: skip
     with connection.cursor() as cursor:
-        cursor.execute(_POSTGRES_BATCH, [0])
-        assert [row[-1] for row in cursor.fetchall()] == [True] * len(TRICKY)
-    assert ledger_status().chain.checked == len(TRICKY)
+        cursor.execute(_POSTGRES_BATCH, [0, 100])
+        written = [bytes(row[-1]) for row in cursor.fetchall()]
+    assert written == [_hashed(event.prev_hash, event) for event in AuditEvent.objects.order_by("seq")]
+    assert ledger_status().chain.checked == 1 + len(TRICKY)
 
 
 def test_verification_reports_progress_and_the_first_edited_event():
