@@ -157,7 +157,7 @@ def verify_chain(progress: Callable[[int], None] | None = None) -> VerifyResult:
         return _walk_postgres(connection.connection, tally=tally)
     middle, stop, first = head // 2, threading.Event(), None
     with ThreadPoolExecutor(max_workers=1) as pool:
-        second = pool.submit(_walk_second_half, middle, tally, stop)
+        second = pool.submit(_walk_second_half, connection.get_connection_params(), middle, tally, stop)
         try:
             first = _walk_postgres(connection.connection, until=middle, tally=tally)
         finally:
@@ -238,10 +238,10 @@ def _walk_postgres(
         )
 
 
-def _walk_second_half(middle: int, tally: _Tally, stop: threading.Event) -> VerifyResult:
-    """Events after #middle, on a connection of their own, from the hash that #middle holds
-    (the first half recomputes it)."""
-    with psycopg.connect(**connection.get_connection_params(), autocommit=True) as database:
+def _walk_second_half(params: dict, middle: int, tally: _Tally, stop: threading.Event) -> VerifyResult:
+    """Events after #middle, on a connection of their own (made with `params`), from the hash
+    that #middle holds (the first half recomputes it)."""
+    with psycopg.connect(**params, autocommit=True) as database:
         event = database.cursor(row_factory=dict_row).execute(_EVENT_AT, [middle], prepare=False).fetchone()
         if event is None:  # the first half reports the gap
             return VerifyResult(ok=True, checked=0, first_bad=None)
