@@ -146,7 +146,10 @@ class _Walk:
         self.report = ReplayReport(
             original_end=recording.end,
             original_error=recording.error,
-            original_cost_usd=sum(float(s.details.get("cost_usd") or 0) for s in recording.steps),
+            original_cost_usd=sum(
+                float(step.details.get("cost_usd") or 0)
+                for step in [*recording.steps, *recording.failed_steps.values()]
+            ),
         )
         # The run as the engine saw it, kept current in memory: its hop count and spend.
         self.run = copy.copy(recording.run)
@@ -174,7 +177,7 @@ class _Walk:
         report.end, report.error = stop.end, stop.error
         report.end_state = self.run.current_state
         report.replayed_cost_usd = sum(step.cost_usd for step in report.steps)
-        extra = len(recording.steps) - len(report.steps)
+        extra = len(recording.steps) - self.completed
         if stop.unrecorded:
             if (
                 self.ask_models
