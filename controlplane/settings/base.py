@@ -162,6 +162,10 @@ SPECTACULAR_SETTINGS = {
         "RunStatusEnum": "runs.models.Run.Status",
         "AgentStatusEnum": "registry.models.Agent.Status",
         "ApprovalStatusEnum": "runs.models.PendingAction.Status",
+        "ReplayStatusEnum": "replays.models.Replay.Status",
+        "ReplayModeEnum": "replays.models.Replay.Mode",
+        "ReplayOutcomeEnum": "replays.models.Replay.Outcome",
+        "ChannelModeEnum": "registry.models.Channel.Mode",
     },
 }
 
