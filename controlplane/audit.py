@@ -78,9 +78,7 @@ def record_many(entries: list[Entry], *, ledger_locked: bool = False) -> list[Au
     sent anyway (see `ledger_lock_condition`)."""
     # Inside a caller's transaction no savepoint is needed: a failed append fails the change it audits.
     with transaction.atomic(savepoint=False):
-        if not ledger_locked:
-            _lock_ledger()
-        head_seq, head_hash, now = _head_and_now()
+        head_seq, head_hash, now = _head_and_now(lock=not ledger_locked)
         seq, prev_hash = (head_seq, head_hash) if head_seq is not None else (0, GENESIS_HASH)
         events = []
         for entry in entries:
@@ -347,15 +345,23 @@ def _digest_matches(payload: Any, expected: str) -> bool:
     return digest(payload) == expected
 
 
-def _head_and_now() -> tuple[int | None, str | None, datetime]:
-    """The chain's head and the database clock, in one round trip (the head may not exist yet)."""
+def _head_and_now(*, lock: bool) -> tuple[int | None, str | None, datetime]:
+    """The chain's head and the database clock, in one round trip (the head may not exist yet);
+    with `lock`, the ledger's lock is taken first in the same round trip."""
     table = AuditEvent._meta.db_table
     with connection.cursor() as cursor:
         if connection.vendor == "postgresql":
-            cursor.execute(
+            head = (
                 f"SELECT h.seq, h.hash, clock_timestamp() FROM (SELECT 1) AS one LEFT JOIN "  # noqa: S608
                 f"(SELECT seq, hash FROM {table} ORDER BY seq DESC LIMIT 1) AS h ON true"
             )
+            if not lock:
+                cursor.execute(head)
+                return cursor.fetchone()
+            # Two statements in one message: under READ COMMITTED each takes its own snapshot, so
+            # the head is read after the lock is held and sees the last committed append.
+            cursor.execute(f"SELECT pg_advisory_xact_lock({_LEDGER_LOCK_KEY:d}); {head}")
+            cursor.nextset()
             return cursor.fetchone()
         cursor.execute(
             f"SELECT h.seq, h.hash, strftime('%Y-%m-%dT%H:%M:%f', 'now') FROM (SELECT 1) AS one LEFT JOIN "  # noqa: S608
@@ -372,9 +378,3 @@ def ledger_lock_condition() -> list[RawSQL]:
     if connection.vendor != "postgresql":
         return []  # SQLite serialises writers by itself
     return [RawSQL("pg_advisory_xact_lock(%s) IS NOT NULL", [_LEDGER_LOCK_KEY], output_field=BooleanField())]
-
-
-def _lock_ledger() -> None:
-    if connection.vendor == "postgresql":
-        with connection.cursor() as cursor:
-            cursor.execute("SELECT pg_advisory_xact_lock(%s)", [_LEDGER_LOCK_KEY])
