@@ -425,15 +425,7 @@ class _Walk:
             if completed or self.recording.end_state != report.state:
                 report.differences.append("the original run did not get this far")
         else:
-            report.original = {
-                "state": original.state,
-                "next_state": original.next_state,
-                "why": original.why,
-                "output": original.output,
-                "output_digest": digest(original.output),
-                "cost_usd": float(original.details.get("cost_usd") or 0),
-                "tokens": int(original.details.get("tokens") or 0),
-            }
+            report.original = _as_original(original)
             if original.state != report.state:
                 report.differences.append(f"state {original.state} -> {report.state}")
             elif completed:
@@ -459,6 +451,22 @@ def _verdict(allow: bool, require_approval: bool) -> str:
     return "allow with approval" if require_approval else "allow"
 
 
+_MISSING = object()
+
+
+def _as_original(step: RecordedStep) -> dict:
+    """The recorded step as the report shows it beside the replayed one."""
+    return {
+        "state": step.state,
+        "next_state": step.next_state,
+        "why": step.why,
+        "output": step.output,
+        "output_digest": digest(step.output),
+        "cost_usd": float(step.details.get("cost_usd") or 0),
+        "tokens": int(step.details.get("tokens") or 0),
+    }
+
+
 def _output_difference(before: Any, after: Any) -> str:
     if isinstance(before, dict) and isinstance(after, dict):
         changed = sorted(
@@ -466,9 +474,6 @@ def _output_difference(before: Any, after: Any) -> str:
         )
         return "changed " + ", ".join(changed[:8]) + ("…" if len(changed) > 8 else "")
     return "changed"
-
-
-_MISSING = object()
 
 
 def replay_builtin(recording: Recording) -> ReplayReport:
@@ -497,14 +502,7 @@ def replay_builtin(recording: Recording) -> ReplayReport:
         if original is None:
             entry.differences.append("the original run did not get this far")
         else:
-            entry.original = {
-                "state": original.state,
-                "next_state": original.next_state or END,
-                "output": original.output,
-                "output_digest": digest(original.output),
-                "cost_usd": 0.0,
-                "tokens": 0,
-            }
+            entry.original = {**_as_original(original), "next_state": original.next_state or END}
             if original.state != step.name:
                 entry.differences.append(f"state {original.state} -> {step.name}")
             elif digest(original.output) != digest(output):

@@ -4,7 +4,8 @@ from .models import Replay, ReplayBatch
 
 
 def replays() -> QuerySet[Replay]:
-    return Replay.objects.select_related("requested_by")
+    """With what every list of replays shows: the run's workflow and who asked."""
+    return Replay.objects.select_related("requested_by", "run")
 
 
 def replays_of(run_id) -> QuerySet[Replay]:

@@ -17,7 +17,7 @@ RECENT = 25
 @roles_required(PLATFORM, AUDITOR, ADMIN)
 def console(request: HttpRequest, form: ReplayBatchForm | None = None) -> HttpResponse:
     context = {
-        "replays": selectors.replays().select_related("run")[:RECENT],
+        "replays": selectors.replays()[:RECENT],
         "batches": selectors.batches()[:RECENT],
         "batch_form": form or ReplayBatchForm(),
     }
@@ -43,7 +43,7 @@ def run_replay(request: HttpRequest, run_id) -> HttpResponse:
 
 @roles_required(PLATFORM, AUDITOR, ADMIN)
 def replay_detail(request: HttpRequest, pk: int) -> HttpResponse:
-    replay = get_object_or_404(selectors.replays().select_related("run"), pk=pk)
+    replay = get_object_or_404(selectors.replays(), pk=pk)
     template = "replays/_partials/report.html" if request.htmx else "replays/replay.html"
     return render(request, template, {"replay": replay, "report": replay.report})
 
@@ -66,6 +66,6 @@ def batch_create(request: HttpRequest) -> HttpResponse:
 @roles_required(PLATFORM, AUDITOR, ADMIN)
 def batch_detail(request: HttpRequest, pk: int) -> HttpResponse:
     batch = get_object_or_404(selectors.batches(), pk=pk)
-    replays = batch.replays.select_related("run", "requested_by").order_by("pk")
+    replays = selectors.replays().filter(batch=batch).order_by("pk")
     template = "replays/_partials/batch.html" if request.htmx else "replays/batch.html"
     return render(request, template, {"batch": batch, "replays": replays})
