@@ -23,11 +23,10 @@ from django.db.models import BooleanField
 from django.db.models.expressions import RawSQL
 from psycopg.rows import dict_row
 
+from . import ledger_sql
 from .canonical import canonical_json, digest
 from .models import GENESIS_HASH, AuditEvent
 
-# Any constant works; it only has to be the same in every process that appends.
-_LEDGER_LOCK_KEY = 0x6261746F6E  # "baton"
 _VERIFY_BATCH = 10_000
 # What an event's hash covers (the payload through its digest), in this order.
 _HASHED_FIELDS = (
@@ -78,27 +77,44 @@ def record_many(entries: list[Entry], *, ledger_locked: bool = False) -> list[Au
     sent anyway (see `ledger_lock_condition`)."""
     # Inside a caller's transaction no savepoint is needed: a failed append fails the change it audits.
     with transaction.atomic(savepoint=False):
-        head_seq, head_hash, now = _head_and_now(lock=not ledger_locked)
+        if connection.vendor == "postgresql":
+            return _append_postgres(entries, lock=not ledger_locked)
+        head_seq, head_hash, now = _sqlite_head_and_now()
         seq, prev_hash = (head_seq, head_hash) if head_seq is not None else (0, GENESIS_HASH)
         events = []
         for entry in entries:
+            event = _event(entry)
             seq += 1
-            event = _event(entry, seq, now, prev_hash)
-            prev_hash = event.hash
+            event.seq, event.created_at, event.prev_hash = seq, now, prev_hash
+            event.hash = prev_hash = chain_hash(prev_hash, event)
             events.append(event)
         AuditEvent.objects.bulk_create(events)
     return events
 
 
-def _event(entry: Entry, seq: int, now: datetime, prev_hash: str) -> AuditEvent:
+def _append_postgres(entries: list[Entry], *, lock: bool) -> list[AuditEvent]:
+    """One round trip: a function takes the lock (unless held already), reads the head, hashes
+    the events on it and inserts them (see ledger_sql)."""
+    events = [_event(entry) for entry in entries]
+    columns = [[getattr(event, field) for event in events] for field in ledger_sql.ENTRY_FIELDS]
+    columns[ledger_sql.ENTRY_FIELDS.index("payload")] = [json.dumps(event.payload) for event in events]
+    with connection.cursor() as cursor:
+        cursor.execute(ledger_sql.APPEND, [lock, *columns])
+        appended = cursor.fetchall()
+    for event, (seq, created_at, prev_hash, event_hash) in zip(events, appended, strict=True):
+        event.seq, event.created_at, event.prev_hash, event.hash = seq, created_at, prev_hash, event_hash
+        event._state.adding, event._state.db = False, connection.alias
+    return events
+
+
+def _event(entry: Entry) -> AuditEvent:
+    """The event for `entry`, not yet placed in the chain (no seq, time or hashes)."""
     if isinstance(entry.obj, models.Model):
         ref = ObjectRef(type=entry.obj._meta.label_lower, id=str(entry.obj.pk))
     else:
         ref = entry.obj
     payload = entry.payload or {}
-    event = AuditEvent(
-        seq=seq,
-        created_at=now,
+    return AuditEvent(
         actor=str(entry.actor),
         action=entry.action,
         object_type=ref.type,
@@ -108,10 +124,7 @@ def _event(entry: Entry, seq: int, now: datetime, prev_hash: str) -> AuditEvent:
         release_id=entry.release_id,
         payload=payload,
         payload_digest=digest(payload),
-        prev_hash=prev_hash,
     )
-    event.hash = chain_hash(prev_hash, event)
-    return event
 
 
 def chain_hash(prev_hash: str, event: AuditEvent) -> str:
@@ -240,40 +253,11 @@ def _walk_second_half(params: dict, middle: int, tally: _Tally, stop: threading.
     """Events after #middle, on a connection of their own (made with `params`), from the hash
     that #middle holds (the first half recomputes it)."""
     with psycopg.connect(**params, autocommit=True) as database:
-        event = database.cursor(row_factory=dict_row).execute(_EVENT_AT, [middle], prepare=False).fetchone()
+        cursor = database.cursor(row_factory=dict_row)
+        event = cursor.execute(ledger_sql.EVENT_AT, [middle], prepare=False).fetchone()
         if event is None:  # the first half reports the gap
             return VerifyResult(ok=True, checked=0, first_bad=None)
         return _walk_postgres(database, after=middle, prev_hash=event["hash"], tally=tally, stop=stop)
-
-
-# On PostgreSQL the database writes what each event's hash covers (prev_hash, then the canonical
-# JSON of its fields: keys in RFC 8785 order, strings escaped by to_json as RFC 8785 does) and
-# Python hashes it, which costs less than hashing in the database. to_json is the costly part
-# and most events need no escaping: when escaping all the text fields at once adds only the two
-# quotes, plain concatenation writes the same bytes. LIMIT rather than an upper bound on seq
-# keeps the plan an index scan whatever the statistics say.
-_CREATED_AT = "to_char(created_at AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.US')"
-_TEXT_FIELDS = (
-    "action || actor || object_id || object_type || payload_digest || release_id || run_id || trace_id"
-)
-_POSTGRES_BATCH = f"""
-    SELECT seq, prev_hash, hash, payload::text, payload_digest, convert_to(
-        CASE WHEN octet_length(to_json({_TEXT_FIELDS})::text) = octet_length({_TEXT_FIELDS}) + 2
-        THEN prev_hash || '{{"action":"' || action || '","actor":"' || actor
-            || '","created_at":"' || {_CREATED_AT} || '+00:00","object_id":"' || object_id
-            || '","object_type":"' || object_type || '","payload_digest":"' || payload_digest
-            || '","release_id":"' || release_id || '","run_id":"' || run_id
-            || '","seq":' || seq || ',"trace_id":"' || trace_id || '"}}'
-        ELSE prev_hash || '{{"action":' || to_json(action)::text || ',"actor":' || to_json(actor)::text
-            || ',"created_at":"' || {_CREATED_AT} || '+00:00","object_id":' || to_json(object_id)::text
-            || ',"object_type":' || to_json(object_type)::text
-            || ',"payload_digest":' || to_json(payload_digest)::text
-            || ',"release_id":' || to_json(release_id)::text || ',"run_id":' || to_json(run_id)::text
-            || ',"seq":' || seq || ',"trace_id":' || to_json(trace_id)::text || '}}'
-        END, 'UTF8')
-    FROM {AuditEvent._meta.db_table} WHERE seq > %s ORDER BY seq LIMIT %s
-"""  # noqa: S608
-_EVENT_AT = f"SELECT * FROM {AuditEvent._meta.db_table} WHERE seq = %s"  # noqa: S608
 
 
 def _postgres_batches(database: psycopg.Connection, after: int, until: int | None) -> Iterator[list[tuple]]:
@@ -284,7 +268,7 @@ def _postgres_batches(database: psycopg.Connection, after: int, until: int | Non
 
         def send(after: int) -> int:
             limit = _VERIFY_BATCH if until is None else min(_VERIFY_BATCH, until - after)
-            cursor.execute(_POSTGRES_BATCH, [after, limit], binary=True, prepare=False)
+            cursor.execute(ledger_sql.VERIFY_BATCH, [after, limit], binary=True, prepare=False)
             return limit
 
         limit = send(after)
@@ -345,30 +329,15 @@ def _digest_matches(payload: Any, expected: str) -> bool:
     return digest(payload) == expected
 
 
-def _head_and_now(*, lock: bool) -> tuple[int | None, str | None, datetime]:
-    """The chain's head and the database clock, in one round trip (the head may not exist yet);
-    with `lock`, the ledger's lock is taken first in the same round trip."""
-    table = AuditEvent._meta.db_table
+def _sqlite_head_and_now() -> tuple[int | None, str | None, datetime]:
+    """The chain's head (it may not exist yet) and the database clock, in one round trip."""
     with connection.cursor() as cursor:
-        if connection.vendor == "postgresql":
-            head = (
-                f"SELECT h.seq, h.hash, clock_timestamp() FROM (SELECT 1) AS one LEFT JOIN "  # noqa: S608
-                f"(SELECT seq, hash FROM {table} ORDER BY seq DESC LIMIT 1) AS h ON true"
-            )
-            if not lock:
-                cursor.execute(head)
-                return cursor.fetchone()
-            # Two statements in one message: under READ COMMITTED each takes its own snapshot, so
-            # the head is read after the lock is held and sees the last committed append.
-            cursor.execute(f"SELECT pg_advisory_xact_lock({_LEDGER_LOCK_KEY:d}); {head}")
-            cursor.nextset()
-            return cursor.fetchone()
         cursor.execute(
             f"SELECT h.seq, h.hash, strftime('%Y-%m-%dT%H:%M:%f', 'now') FROM (SELECT 1) AS one LEFT JOIN "  # noqa: S608
-            f"(SELECT seq, hash FROM {table} ORDER BY seq DESC LIMIT 1) AS h ON 1"
+            f"(SELECT seq, hash FROM {ledger_sql.LEDGER} ORDER BY seq DESC LIMIT 1) AS h ON 1"
         )
         head_seq, head_hash, now = cursor.fetchone()
-        return head_seq, head_hash, datetime.fromisoformat(now).replace(tzinfo=UTC)
+    return head_seq, head_hash, datetime.fromisoformat(now).replace(tzinfo=UTC)
 
 
 def ledger_lock_condition() -> list[RawSQL]:
@@ -377,4 +346,5 @@ def ledger_lock_condition() -> list[RawSQL]:
     Only the statement after it reads the chain head, so that read sees the latest append."""
     if connection.vendor != "postgresql":
         return []  # SQLite serialises writers by itself
-    return [RawSQL("pg_advisory_xact_lock(%s) IS NOT NULL", [_LEDGER_LOCK_KEY], output_field=BooleanField())]
+    key = ledger_sql.LEDGER_LOCK_KEY
+    return [RawSQL("pg_advisory_xact_lock(%s) IS NOT NULL", [key], output_field=BooleanField())]

@@ -28,7 +28,9 @@ class AuditEvent(models.Model):
     payload = models.JSONField(default=dict)
     payload_digest = models.CharField(max_length=64)
     prev_hash = models.CharField(max_length=64)
-    hash = models.CharField(max_length=64, unique=True)
+    # Not unique on purpose: `seq` orders the chain and the links prove it; nothing looks an
+    # event up by its hash, and two random-order indexes would slow every append.
+    hash = models.CharField(max_length=64)
 
     class Meta:
         ordering = ["seq"]

@@ -4,7 +4,7 @@ import pytest
 from django.db import connection
 
 from controlplane import append_only
-from controlplane.audit import ObjectRef, record
+from controlplane.audit import ObjectRef, chain_hash, record
 from controlplane.identity import Actor
 from controlplane.models import AuditEvent
 from evidence.models import AuditCheckpoint
@@ -92,8 +92,9 @@ TRICKY = ['quote " backslash \\ slash /', "tab\tnew\nline\r\x08\x0c\x01\x1f\x7f"
 @pytest.mark.postgres
 def test_the_database_rebuilds_every_events_canonical_json_byte_for_byte():
     """Plain concatenation for fields that need no escaping, to_json for the others: both write
-    what chain_hash hashes."""
-    from controlplane.audit import _POSTGRES_BATCH, _hashed
+    what chain_hash hashes, and the append function hashed the same bytes."""
+    from controlplane.audit import _hashed
+    from controlplane.ledger_sql import VERIFY_BATCH
 
     if connection.vendor != "postgresql":
         pytest.skip("PostgreSQL only")
@@ -110,9 +111,11 @@ def test_the_database_rebuilds_every_events_canonical_json_byte_for_byte():
         record(Actor(text, kind="user"), "test.tricky", ObjectRef(text, text), {text: [text, 1, None, True]},
                trace_id="t", run_id=text, release_id=text)  # fmt: skip
     with connection.cursor() as cursor:
-        cursor.execute(_POSTGRES_BATCH, [0, 100])
+        cursor.execute(VERIFY_BATCH, [0, 100])
         written = [bytes(row[-1]) for row in cursor.fetchall()]
-    assert written == [_hashed(event.prev_hash, event) for event in AuditEvent.objects.order_by("seq")]
+    events = list(AuditEvent.objects.order_by("seq"))
+    assert written == [_hashed(event.prev_hash, event) for event in events]
+    assert [event.hash for event in events] == [chain_hash(event.prev_hash, event) for event in events]
     assert ledger_status().chain.checked == 1 + len(TRICKY)
 
 
