@@ -17,7 +17,7 @@ Then, in the same process:
 1-4 are interleaved in 10 rounds (the order rotating), so that a busy machine weighs on all
 of them alike. Targets (issue "Run engine"): Baton per-step p50 at most 0.8x LangGraph's, and
 the audit at most 10% of a step: the p50 of an append made as a step makes it (the run
-update before it has taken the ledger lock: the head read and one INSERT remain) times the
+update before it has taken the ledger lock: one call of the append function remains) times the
 appends per step (a transaction appends its events together; counted from the ledger).
 record() on its own, taking the lock itself, is printed beside it. The database is dropped
 at the end, also on failure.
