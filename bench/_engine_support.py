@@ -185,8 +185,9 @@ def execute_workers(run_ids: list[str], workers: int = 2) -> tuple[float, dict[i
 def audit_appends(count: int) -> tuple[list[float], list[float], list[float]]:
     """Seconds per append, three ways: (1) as a step appends (the run update that precedes it
     has taken the ledger lock, see runs/engine/core.py, so the append alone remains: on
-    PostgreSQL one call of the ledger's append function); (2) record() inside an open transaction, taking the lock itself; (3) record() with
-    its own commit, for reference. (1) is what the audit adds to a step."""
+    PostgreSQL one call of the ledger's append function); (2) record() inside an open
+    transaction, taking the lock itself; (3) record() with its own commit, for reference. (1) is
+    what the audit adds to a step."""
     payload = {
         "state": "gate_1",
         "sequence": 1,
