@@ -7,22 +7,29 @@ Each filter is a plain comparison on an indexed column of `PendingAction`, so th
 query plan serves SQLite and PostgreSQL.
 """
 
+import time
 from dataclasses import dataclass
 
 from django.contrib.auth import get_user_model
 from django.contrib.auth.models import AbstractBaseUser, AnonymousUser, Group
-from django.db.models import Exists, OuterRef, Prefetch, Q, QuerySet, Subquery, Value
+from django.db.models import Exists, IntegerField, OuterRef, Prefetch, Q, QuerySet, Subquery, Value
 from django.db.models.functions import Coalesce
 
 from controlplane.errors import NotFound
-from controlplane.identity import ADMIN, AGENT, AUDITOR, has_role, user_roles
+from controlplane.identity import ADMIN, AGENT, AUDITOR, ROLES, has_role, user_roles
+from registry.models import Release
 from runs.models import PendingAction, StepCheckpoint
+from runs.workflows import BUILTIN_WORKFLOWS
 
 from .models import ApprovalDecision, ReviewerClearance
 
 User = AbstractBaseUser | AnonymousUser
 # The navigation shows "999+" beyond this: counting stops there, so a long backlog costs no more.
 PENDING_COUNT_CAP = 999
+# How long a process trusts the workflows it read for the inbox's filter. Releases are never
+# deleted, so the list only grows: a new workflow shows up in the filter within this time.
+WORKFLOWS_FRESH_SECONDS = 60
+_workflows_read: tuple[float, list[str]] = (float("-inf"), [])
 
 
 @dataclass(frozen=True)
@@ -33,12 +40,19 @@ class Reviewer:
     clearance: int
     is_agent: bool
 
+    @property
+    def roles(self) -> frozenset[str]:
+        """The role groups among the groups: what `identity.user_roles` reads."""
+        return frozenset(name for name in self.groups if name in ROLES or name == AGENT)
+
 
 def reviewer_of(user: User) -> Reviewer:
     """The user's groups and clearance (see `reviewer_read`), cached on the user object for the
-    request."""
+    request. Read first, they also answer the request's role checks: `identity.user_roles`
+    finds the roles in its cache on the user instead of reading them again."""
     if not hasattr(user, "_baton_reviewer"):
         user._baton_reviewer = reviewer_read(user)
+        user._baton_roles = user._baton_reviewer.roles
     return user._baton_reviewer
 
 
@@ -91,6 +105,31 @@ def pending_count_for(user: User) -> int:
         decidable = _decidable(user, _group_names(user), _clearance_subquery(user)) & ~Q(_is_agent(user))
     waiting = PendingAction.objects.filter(decidable, status=PendingAction.Status.PENDING)
     return waiting.order_by()[: PENDING_COUNT_CAP + 1].count()
+
+
+def pending_count_of(pending: QuerySet[PendingAction]) -> "CountOf":
+    """`pending_count_for` as a scalar subquery of a user's `pending_for`: the inbox reads the
+    navigation's count with its rows, in one statement."""
+    return CountOf(pending.order_by()[: PENDING_COUNT_CAP + 1].values("pk"))
+
+
+class CountOf(Subquery):
+    """The number of rows of a queryset (sliced or not), as a scalar subquery."""
+
+    template = "(SELECT COUNT(*) FROM (%(subquery)s) counted)"
+    output_field = IntegerField()
+
+
+def filterable_workflows() -> list[str]:
+    """The workflows that can ask for approvals, for the inbox's filter: the built-in ones and
+    those released (a small table, not the requests), read at most once a minute per process."""
+    global _workflows_read
+    read_at, names = _workflows_read
+    if time.monotonic() - read_at > WORKFLOWS_FRESH_SECONDS:
+        released = Release.objects.values_list("workflow", flat=True).distinct()
+        names = sorted({*BUILTIN_WORKFLOWS, *released})
+        _workflows_read = (time.monotonic(), names)
+    return names
 
 
 def history_for(user: User) -> QuerySet[PendingAction]:

@@ -9,4 +9,5 @@ register = template.Library()
 
 @register.inclusion_tag("approvals/_partials/nav_count.html", takes_context=True)
 def pending_approvals_count(context: template.Context) -> dict:
-    return nav_count(context["request"].user)
+    """The count the page read with its rows (`pending_count`, the inbox), else read now."""
+    return nav_count(context["request"].user, context.get("pending_count"))

@@ -2,12 +2,19 @@
 
 import pytest
 
+from approvals import selectors
 from controlplane.identity import REVIEWER, actor_for
 from runs import services as run_services
 from runs.models import PendingAction, Run
 from tests.factories import UserFactory
 
 from .scenarios import SMALL_REFUND, advance, pending_of
+
+
+@pytest.fixture(autouse=True)
+def _workflows_read_afresh(monkeypatch):
+    """Each test reads the inbox's workflows to filter on anew (a process keeps them a minute)."""
+    monkeypatch.setattr(selectors, "_workflows_read", (float("-inf"), []))
 
 
 @pytest.fixture

@@ -188,6 +188,7 @@ def test_the_inbox_and_the_nav_count_keep_their_query_count(signed_in, reviewer)
     client = signed_in(reviewer)
     for _ in range(3):
         pending_request()
+    client.get("/approvals/")  # the workflows to filter on are read once a minute, not per page
     with CaptureQueriesContext(connection) as few:
         assert client.get("/approvals/?sort=risk").status_code == 200
     with CaptureQueriesContext(connection) as few_counts:
@@ -204,9 +205,23 @@ def test_the_inbox_and_the_nav_count_keep_their_query_count(signed_in, reviewer)
         client.get("/approvals/", HTTP_HX_REQUEST="true")
     assert page.count('class="approval-row"') == 25  # one page; the navigation shows the total
     assert (len(many), len(many_counts), len(many_rows)) == (len(few), len(few_counts), len(few_rows))
-    # Session, user, roles, the reviewer's groups and clearance, the rows; the page adds the
-    # navigation count and the workflows to filter on; the polled count asks the user afresh.
-    assert (len(few), len(few_counts), len(few_rows)) == (7, 4, 5)
+    # Session, user, the reviewer's groups and clearance (which hold the roles too), the rows (on
+    # the whole page, with the navigation count); the polled count asks the roles afresh.
+    assert (len(few), len(few_counts), len(few_rows)) == (4, 4, 4)
+
+
+def test_the_nav_count_is_read_with_the_rows_or_on_its_own_when_no_row_matches(signed_in, reviewer):
+    for _ in range(3):
+        pending_request()
+    client = signed_in(reviewer)
+    client.get("/approvals/")  # the workflows to filter on are read once a minute, not per page
+    with CaptureQueriesContext(connection) as with_rows:
+        page = html_of(client.get("/approvals/"))
+    with CaptureQueriesContext(connection) as without_rows:
+        empty = html_of(client.get("/approvals/?workflow=none"))
+    assert page.count('class="approval-row"') == 3 and empty.count('class="approval-row"') == 0
+    assert 'title="3 pending approval requests"' in page and 'title="3 pending approval requests"' in empty
+    assert (len(with_rows), len(without_rows)) == (4, 5)
 
 
 def test_the_nav_count_stops_counting_at_its_cap(signed_in, reviewer, monkeypatch):
@@ -229,6 +244,42 @@ def test_the_nav_shows_the_live_count_to_deciders_and_the_history_to_auditors(si
     assert 'href="/approvals/"' in page and 'hx-get="/approvals/count/" hx-trigger="every 10s"' in page
     auditor_page = html_of(signed_in(auditor).get("/runs/"))
     assert 'href="/approvals/history/"' in auditor_page and "approval-count" not in auditor_page
+
+
+def test_the_workflow_filter_offers_the_released_workflows_read_at_most_once_a_minute(
+    signed_in, reviewer, demo_registry, monkeypatch
+):
+    from approvals import selectors
+
+    client = signed_in(reviewer)
+    assert '<option value="support_case_resolution">' in html_of(client.get("/approvals/"))
+    read_at, _ = selectors._workflows_read
+    monkeypatch.setattr(selectors, "_workflows_read", (read_at, ["remembered", HOSTILE]))
+    page = html_of(client.get("/approvals/?workflow=remembered"))
+    assert '<option value="remembered" selected>remembered</option>' in page
+    assert f'<option value="{escape(HOSTILE)}">{escape(HOSTILE)}</option>' in page and "<img" not in page
+    assert "support_case_resolution</option>" not in page
+    monkeypatch.setattr(selectors, "_workflows_read", (read_at - selectors.WORKFLOWS_FRESH_SECONDS - 1, []))
+    assert '<option value="support_case_resolution">' in html_of(client.get("/approvals/"))
+
+
+def test_every_text_of_an_inbox_row_is_escaped(signed_in, reviewer):
+    group = Group.objects.create(name=f"team{HOSTILE}")
+    reviewer.groups.add(group)
+    requester = UserFactory(username=f"someone{SCRIPT}")
+    pending = pending_request(requested_by=requester, proposed_action={"gate": SCRIPT})
+    PendingAction.objects.filter(pk=pending.pk).update(
+        workflow=f"flow{SCRIPT}", state=f"state{HOSTILE}", approver_group=group.name
+    )
+    Run.objects.filter(pk=pending.run_id).update(case_id=f"case{HOSTILE}")
+
+    page = html_of(signed_in(reviewer).get("/approvals/"))
+
+    assert f'data-approval-id="{pending.pk}"' in page
+    assert "<script>steal()" not in page and "<img src=x" not in page
+    for text in (f"flow{SCRIPT}", f"state{HOSTILE}", f"team{HOSTILE}", f"case{HOSTILE}", f"someone{SCRIPT}"):
+        assert escape(text) in page
+    assert f"gate <code>{escape(SCRIPT)}</code>" in page
 
 
 # --- The detail panel --------------------------------------------------------------------------

@@ -12,7 +12,7 @@ from approvals.models import ApprovalDecision
 from approvals.tasks import escalate_due_approvals
 from controlplane.audit import verify_chain
 from controlplane.errors import Conflict, Forbidden, InvalidInput, NotFound
-from controlplane.identity import REVIEWER, actor_for
+from controlplane.identity import ADMIN, AUDITOR, REVIEWER, actor_for, user_roles
 from controlplane.models import AuditEvent
 from policy.models import PolicyDecision
 from registry.models import Agent
@@ -275,6 +275,19 @@ def test_the_navigation_count_is_one_query(parked, reviewer, django_assert_num_q
     fresh = type(reviewer).objects.get(pk=reviewer.pk)  # nothing cached on the user
     with django_assert_num_queries(1):
         assert selectors.pending_count_for(fresh) == 1
+
+
+def test_the_reviewers_groups_answer_the_role_checks_in_the_same_query(
+    reviewer, auditor, django_user_model, django_assert_num_queries
+):
+    superuser = django_user_model.objects.create_superuser("root", "root@example.org", "pw-for-tests-only")
+    reviewer.groups.add(Group.objects.create(name="stewards"))
+    for user, roles in ((reviewer, {REVIEWER}), (auditor, {AUDITOR}), (superuser, {ADMIN})):
+        fresh = type(user).objects.get(pk=user.pk)  # nothing cached on the user
+        with django_assert_num_queries(1):
+            selectors.reviewer_of(fresh)
+            assert user_roles(fresh) == roles
+    assert selectors.reviewer_of(fresh).groups == [ADMIN]
 
 
 def test_a_superuser_decides_for_the_admin_group_once_escalated(parked, django_user_model):
