@@ -40,6 +40,13 @@ class ApprovalFilter(django_filters.FilterSet):
         model = PendingAction
         fields = ["status", "workflow", "sensitivity", "risk"]
 
+    def get_form_class(self):
+        # django-filter makes a new form class for each request; these filters never change.
+        cls = type(self)
+        if "_form_class" not in cls.__dict__:
+            cls._form_class = super().get_form_class()
+        return cls._form_class
+
     def filter_rank(self, queryset, name, value):
         ranks = (
             PendingAction.SENSITIVITY_RANKS
@@ -66,6 +73,12 @@ class ApprovalListView(generics.ListAPIView):
     serializer_class = ApprovalListSerializer
     filterset_class = ApprovalFilter
     filter_backends = [django_filters.rest_framework.DjangoFilterBackend]
+
+    def check_permissions(self, request: Request) -> None:
+        # The reviewer's groups and clearance, read first, also answer the role check in one query.
+        if request.user.is_authenticated:
+            selectors.reviewer_of(request.user)
+        super().check_permissions(request)
 
     def get_queryset(self):
         status_asked = self.request.query_params.get("status", "")
