@@ -9,8 +9,8 @@ requests wait.
 import json
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import datetime, tzinfo
-from functools import wraps
+from datetime import UTC, datetime, timedelta, tzinfo
+from functools import lru_cache, wraps
 from html import escape
 from typing import Any
 
@@ -22,7 +22,8 @@ from django.urls import reverse
 from django.utils import timezone
 from django.utils.http import url_has_allowed_host_and_scheme, urlencode
 from django.utils.safestring import SafeString, mark_safe
-from django.utils.timesince import timesince, timeuntil
+from django.utils.timesince import timesince
+from django.utils.translation import get_language
 from django.views.decorators.http import require_POST
 
 from controlplane.errors import NotFound
@@ -52,6 +53,7 @@ INBOX_COLUMNS = (
 )
 HISTORY_COLUMNS = (*INBOX_COLUMNS, "status", "escalations", "decided_at")
 RISK_LABELS = dict(PendingAction.Risk.choices)
+FOUR_WEEKS = timedelta(weeks=4)
 SENSITIVITY_NAMES = {rank: name for name, rank in PendingAction.SENSITIVITY_RANKS.items()}
 # One inbox row, filled with str.format, every value escaped by html.escape (what the template
 # engine and format_html escape with): the rows are rendered every 10 seconds for every reviewer,
@@ -139,7 +141,7 @@ def _inbox_row(
     if values["overdue"]:
         due = f'<time datetime="{due_at.astimezone(zone).isoformat()}" class="overdue">overdue</time>'
     elif due_at:
-        due = f'<time datetime="{due_at.astimezone(zone).isoformat()}">in {timeuntil(due_at, now)}</time>'
+        due = f'<time datetime="{due_at.astimezone(zone).isoformat()}">in {_time_between(now, due_at)}</time>'
     else:
         due = "—"
     risk = RISK_LABELS[values["risk_rank"]]
@@ -158,10 +160,27 @@ def _inbox_row(
             sensitivity=SENSITIVITY_NAMES.get(values["sensitivity_rank"], ""),
             requested_by=escape(values["requested_by__username"] or "—"),
             created_at=created_at.isoformat(),
-            waited=timesince(created_at, now),
+            waited=_time_between(created_at, now),
             due=due,
         )
     )
+
+
+def _time_between(start: datetime, end: datetime) -> str:
+    """`timesince(start, end)`: under four weeks its text depends on the number of whole minutes
+    alone (months and years count from four weeks on), so it is made once per span. Every row
+    asks for one or two on every refresh, and Django's costs several microseconds each."""
+    span = end.astimezone(start.tzinfo) - start  # wall-clock time in start's zone, as timesince
+    if span >= FOUR_WEEKS:
+        return timesince(start, end)
+    return _text_of_span(max(0, int(span.total_seconds() // 60)), get_language())
+
+
+@lru_cache(maxsize=4096)
+def _text_of_span(minutes: int, language: str) -> str:
+    """The text of a span under four weeks, in `language` (the active one: part of the key)."""
+    start = datetime(2001, 1, 1, tzinfo=UTC)
+    return timesince(start, start + timedelta(minutes=minutes))
 
 
 def _action_html(action: Any) -> str:

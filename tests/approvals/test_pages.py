@@ -1,6 +1,7 @@
 """The approval pages: inbox, detail panel, decisions without JavaScript, history, live count."""
 
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
+from zoneinfo import ZoneInfo
 
 import pytest
 from django.contrib.auth.models import Group
@@ -261,6 +262,22 @@ def test_the_workflow_filter_offers_the_released_workflows_read_at_most_once_a_m
     assert "support_case_resolution</option>" not in page
     monkeypatch.setattr(selectors, "_workflows_read", (read_at - selectors.WORKFLOWS_FRESH_SECONDS - 1, []))
     assert '<option value="support_case_resolution">' in html_of(client.get("/approvals/"))
+
+
+@pytest.mark.parametrize("zone", ["UTC", "Europe/Paris"])
+def test_a_rows_waiting_and_due_times_read_as_djangos_timesince(zone):
+    from django.utils.timesince import timesince
+
+    from approvals.views import _time_between
+
+    spans = [-5, 0, 1, 59, 60, 61, 1439, 1440, 10_079, 10_080, 40_319, 40_320, 40_321, 90_000]
+    # Each start is the day before a change to or from summer time in Paris.
+    for start in (datetime(2026, 3, 28, 12, 0, 30, 5), datetime(2026, 10, 24, 12, 59)):
+        start = start.replace(tzinfo=ZoneInfo(zone))
+        for minutes in spans:
+            for seconds in (0, 59.5):
+                end = (start + timedelta(minutes=minutes, seconds=seconds)).astimezone(UTC)
+                assert _time_between(start, end) == timesince(start, end), (start, minutes, seconds)
 
 
 def test_every_text_of_an_inbox_row_is_escaped(signed_in, reviewer):
