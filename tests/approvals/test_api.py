@@ -70,6 +70,7 @@ def test_filters_by_workflow_sensitivity_and_risk(client_for, reviewer, requeste
     assert [row["state"] for row in confidential] == ["classify"]
     bad = client.get("/api/v1/approvals?risk=extreme")
     assert bad.status_code == 422 and bad["Content-Type"] == "application/problem+json"
+    assert client.get("/api/v1/approvals?status=waiting").status_code == 422
 
 
 def test_the_detail_holds_everything_a_reviewer_needs(client_for, reviewer, parked):
