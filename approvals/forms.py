@@ -22,12 +22,27 @@ WAITING = {
     "gt_day": ("more than a day", 86_400, True),
     "gt_week": ("more than a week", 7 * 86_400, True),
 }
+WAITING_CHOICES = [(key, label) for key, (label, *_) in WAITING.items()]
 # Each order is served by one of the inbox indexes on PendingAction.
 SORTS = {
     "due": ("due time", ("due_at", "pk")),
     "risk": ("risk", ("-risk_rank", "due_at", "pk")),
     "newest": ("newest", ("-created_at", "-pk")),
 }
+SORT_CHOICES = [(key, label) for key, (label, _) in SORTS.items()]
+
+
+class OptionalChoice(forms.CharField):
+    """A filter's choice from the query string: any other value means no choice (never an
+    error). Lighter than ChoiceField, which the form copies with its choices on every request."""
+
+    def __init__(self, choices: list[tuple[str, str]], **kwargs) -> None:
+        super().__init__(required=False, **kwargs)
+        self.values = frozenset(value for value, _ in choices)
+
+    def clean(self, value: str) -> str:
+        value = super().clean(value)
+        return value if value in self.values else ""
 
 
 class FilterForm(forms.Form):
@@ -46,12 +61,10 @@ class FilterForm(forms.Form):
 
 class InboxFilters(FilterForm):
     workflow = forms.CharField(required=False, max_length=200)
-    risk = forms.ChoiceField(choices=RISKS, required=False)
-    sensitivity = forms.ChoiceField(choices=SENSITIVITIES, required=False)
-    waiting = forms.ChoiceField(
-        choices=[(key, label) for key, (label, *_) in WAITING.items()], required=False
-    )
-    sort = forms.ChoiceField(choices=[(key, label) for key, (label, _) in SORTS.items()], required=False)
+    risk = OptionalChoice(RISKS)
+    sensitivity = OptionalChoice(SENSITIVITIES)
+    waiting = OptionalChoice(WAITING_CHOICES)
+    sort = OptionalChoice(SORT_CHOICES)
 
     def apply(self, requests: QuerySet[PendingAction]) -> QuerySet[PendingAction]:
         data = self.chosen
@@ -71,10 +84,7 @@ class InboxFilters(FilterForm):
 
 
 class HistoryFilters(FilterForm):
-    status = forms.ChoiceField(
-        choices=[c for c in PendingAction.Status.choices if c[0] != PendingAction.Status.PENDING],
-        required=False,
-    )
+    status = OptionalChoice([c for c in PendingAction.Status.choices if c[0] != PendingAction.Status.PENDING])
     workflow = forms.CharField(required=False, max_length=200)
     reviewer = forms.CharField(required=False, max_length=150)
     decided_from = forms.DateField(required=False)

@@ -34,7 +34,15 @@ from runs import selectors as runs_selectors
 from runs.models import PendingAction, StepCheckpoint
 
 from . import selectors
-from .forms import RISKS, SENSITIVITIES, SORTS, WAITING, DecisionForm, HistoryFilters, InboxFilters
+from .forms import (
+    RISKS,
+    SENSITIVITIES,
+    SORT_CHOICES,
+    WAITING_CHOICES,
+    DecisionForm,
+    HistoryFilters,
+    InboxFilters,
+)
 from .models import ApprovalDecision
 from .services import approval_decide
 
@@ -108,14 +116,15 @@ def inbox(request: HttpRequest) -> HttpResponse:
             number=page.number,
             has_next=page.has_next,
         ),
+        "inbox_url": inbox_url,
         "filters": filters,
         "chosen": filters.chosen,
         # A callable: only the whole page asks for it, not the rows' refresh every 10 seconds.
         "workflows": _workflow_choices,
         "risks": RISKS,
         "sensitivities": SENSITIVITIES,
-        "waiting": [(key, label) for key, (label, *_) in WAITING.items()],
-        "sorts": [(key, label) for key, (label, _) in SORTS.items()],
+        "waiting": WAITING_CHOICES,
+        "sorts": SORT_CHOICES,
     }
     if whole_page and page.rows:  # no rows, no count: the navigation asks for it itself
         context["pending_count"] = page.rows[0]["pending_count"]
