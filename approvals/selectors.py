@@ -8,7 +8,9 @@ query plan serves SQLite and PostgreSQL.
 """
 
 import time
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from functools import lru_cache, wraps
 
 from django.contrib.auth import get_user_model
 from django.contrib.auth.models import AbstractBaseUser, AnonymousUser, Group
@@ -78,14 +80,20 @@ def pending_for(user: User) -> QuerySet[PendingAction]:
     if not user.is_authenticated:
         return PendingAction.objects.none()
     reviewer = reviewer_of(user)
-    if reviewer.is_agent:
+    return pending_decidable_by(user.pk, tuple(reviewer.groups), reviewer.clearance, reviewer.is_agent)
+
+
+def pending_decidable_by(
+    user_id: int, groups: tuple[str, ...], clearance: int, is_agent: bool
+) -> QuerySet[PendingAction]:
+    """`pending_for` from what is known of the user, every input an argument."""
+    if is_agent:
         return PendingAction.objects.none()
     # What is known of the user as literals (not subqueries) lets the database walk an inbox
     # index in the order asked for and stop after one page.
+    decidable = _decidable(user_id, groups, clearance)
     return (
-        PendingAction.objects.filter(
-            _decidable(user, reviewer.groups, reviewer.clearance), status=PendingAction.Status.PENDING
-        )
+        PendingAction.objects.filter(decidable, status=PendingAction.Status.PENDING)
         .select_related("run", "requested_by")
         .order_by("due_at", "pk")
     )
@@ -100,9 +108,9 @@ def pending_count_for(user: User) -> int:
     if cached is not None:
         if cached.is_agent:
             return 0
-        decidable = _decidable(user, cached.groups, cached.clearance)
+        decidable = _decidable(user.pk, cached.groups, cached.clearance)
     else:  # what is known of the user is asked in subqueries: this stays one round trip
-        decidable = _decidable(user, _group_names(user), _clearance_subquery(user)) & ~Q(_is_agent(user))
+        decidable = _decidable(user.pk, _group_names(user), _clearance_subquery(user)) & ~Q(_is_agent(user))
     waiting = PendingAction.objects.filter(decidable, status=PendingAction.Status.PENDING)
     return waiting.order_by()[: PENDING_COUNT_CAP + 1].count()
 
@@ -152,17 +160,44 @@ def requests_visible_to(user: User) -> QuerySet[PendingAction]:
     decided_by_user = ApprovalDecision.objects.filter(pending_action=OuterRef("pk"), reviewer=user)
     # Conditions on the row itself (no `pk IN (...)` of every decidable request): looking up one
     # request, or one page of them, costs the same however many wait.
-    decidable = _decidable(user, _group_names(user), _clearance(user))
+    decidable = _decidable(user.pk, _group_names(user), _clearance(user))
     return PendingAction.objects.filter(decidable | Q(Exists(decided_by_user)))
 
 
-def requests_in_view_of(user: User, status: str = "") -> QuerySet[PendingAction]:
-    """The caller's view of requests in one status (or all): for reviewers, `pending` is their
-    inbox (what they may decide now, as `pending_for`); auditors and admins see every request."""
+def requests_in_view_of(user: User, status: str = "", columns: tuple[str, ...] = ()) -> QuerySet:
+    """The caller's view of requests in one status (or all), as rows of `columns` if given: for
+    reviewers, `pending` is their inbox (what they may decide now, as `pending_for`); auditors
+    and admins see every request."""
     if status == PendingAction.Status.PENDING and not has_role(user, AUDITOR, ADMIN):
-        return pending_for(user)
+        if not user.is_authenticated:
+            return PendingAction.objects.none()
+        reviewer = reviewer_of(user)
+        return _pending_rows(user.pk, tuple(reviewer.groups), reviewer.clearance, reviewer.is_agent, columns)
     requests = requests_visible_to(user).select_related("run", "requested_by")
-    return requests.filter(status=status) if status else requests
+    requests = requests.filter(status=status) if status else requests
+    return requests.values(*columns) if columns else requests
+
+
+def built_once(build: Callable[..., QuerySet]) -> Callable[..., QuerySet]:
+    """`build` remembered per process for each set of its arguments, for the querysets asked for
+    again and again (a reviewer's inbox every 10 seconds): here building one costs more than
+    running it. It must depend on its (hashable) arguments alone, and read nothing in Python
+    that changes (times are the database's). Callers get a copy to run or narrow."""
+    remembered = lru_cache(maxsize=1024)(build)
+
+    @wraps(build)
+    def copy(*args) -> QuerySet:
+        return remembered(*args).all()
+
+    return copy
+
+
+@built_once
+def _pending_rows(
+    user_id: int, groups: tuple[str, ...], clearance: int, is_agent: bool, columns: tuple[str, ...]
+) -> QuerySet:
+    requests = pending_decidable_by(user_id, groups, clearance, is_agent)
+    return requests.values(*columns) if columns else requests
 
 
 def request_for(user: User, pending_action_id: int) -> PendingAction:
@@ -218,6 +253,6 @@ def _is_agent(user: User) -> Exists:
     return Exists(Group.objects.filter(user=user.pk, name=AGENT))  # an agent never decides
 
 
-def _decidable(user: User, groups: QuerySet | list[str], clearance: int | Coalesce) -> Q:
+def _decidable(user_id: int, groups: QuerySet | Sequence[str], clearance: int | Coalesce) -> Q:
     """Requests of these groups within this clearance, not of the user's own runs."""
-    return Q(approver_group__in=groups, sensitivity_rank__lte=clearance) & ~Q(requested_by_id=user.pk)
+    return Q(approver_group__in=groups, sensitivity_rank__lte=clearance) & ~Q(requested_by_id=user_id)

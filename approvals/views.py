@@ -101,11 +101,16 @@ def _reviewer_read_first(view: Callable) -> Callable:
 @roles_required(*DECIDERS)
 def inbox(request: HttpRequest) -> HttpResponse:
     filters = InboxFilters(request.GET)
-    pending = selectors.pending_for(request.user)
-    requests = filters.apply(pending).annotate(overdue=OVERDUE).values("pk", "overdue", *INBOX_COLUMNS)
     whole_page = not _is_fragment(request)
-    if whole_page:  # the navigation's count, read by the same statement as the rows
-        requests = requests.annotate(pending_count=selectors.pending_count_of(pending))
+    reviewer = selectors.reviewer_of(request.user)
+    requests = _inbox_statement(
+        request.user.pk,
+        tuple(reviewer.groups),
+        reviewer.clearance,
+        reviewer.is_agent,
+        tuple(sorted(filters.chosen.items())),
+        whole_page,
+    )
     page = _page_of(request, requests, INBOX_PER_PAGE)
     # Each row opens its panel with the way back to the inbox as it is now.
     next_query = escape(urlencode({"next": request.get_full_path()}))
@@ -129,6 +134,26 @@ def inbox(request: HttpRequest) -> HttpResponse:
     if whole_page and page.rows:  # no rows, no count: the navigation asks for it itself
         context["pending_count"] = page.rows[0]["pending_count"]
     return render_page(request, "approvals/inbox.html", "approvals/_partials/inbox_rows.html", context)
+
+
+@selectors.built_once
+def _inbox_statement(
+    user_id: int,
+    groups: tuple[str, ...],
+    clearance: int,
+    is_agent: bool,
+    chosen: tuple[tuple[str, str], ...],
+    whole_page: bool,
+) -> QuerySet:
+    """The inbox's rows of INBOX_COLUMNS (and, for the whole page, the navigation's count) for
+    what is known of the user (other groups or clearance: another statement) and the filters
+    chosen."""
+    pending = selectors.pending_decidable_by(user_id, groups, clearance, is_agent)
+    requests = InboxFilters.narrow(pending, dict(chosen))
+    requests = requests.annotate(overdue=OVERDUE).values("pk", "overdue", *INBOX_COLUMNS)
+    if whole_page:  # the navigation's count, read by the same statement as the rows
+        requests = requests.annotate(pending_count=selectors.pending_count_of(pending))
+    return requests
 
 
 def _workflow_choices() -> list[tuple[str, str]]:

@@ -17,7 +17,7 @@ from controlplane.models import AuditEvent
 from runs.models import PendingAction, Run, StepCheckpoint
 from tests.factories import RunFactory, UserFactory
 
-from .scenarios import LARGE_REFUND
+from .scenarios import LARGE_REFUND, clear
 
 pytestmark = pytest.mark.django_db
 
@@ -121,6 +121,30 @@ def test_requests_above_the_reviewers_clearance_are_hidden(signed_in, reviewer):
     client = signed_in(reviewer)
     assert f"#{secret.pk} " not in html_of(client.get("/approvals/"))
     assert client.get(f"/approvals/{secret.pk}/").status_code == 404
+
+
+def test_a_change_of_groups_or_clearance_shows_in_the_next_inbox(signed_in, client_for, reviewer):
+    secret = pending_request(sensitivity="confidential")
+    stewards = pending_request(approvers=["stewards"])
+    PendingAction.objects.filter(pk=stewards.pk).update(approver_group="stewards")
+    browser = signed_in(reviewer)
+
+    def listed() -> set[int]:
+        page = html_of(browser.get("/approvals/"))
+        rows = client_for(reviewer, ("approvals:read",)).get("/api/v1/approvals?status=pending").json()
+        shown = {pk for pk in (secret.pk, stewards.pk) if f'data-approval-id="{pk}"' in page}
+        assert shown == {row["id"] for row in rows["results"]}
+        return shown
+
+    assert listed() == set()
+    clear(reviewer, "confidential")
+    assert listed() == {secret.pk}
+    group = Group.objects.create(name="stewards")
+    reviewer.groups.add(group)
+    assert listed() == {secret.pk, stewards.pk}
+    clear(reviewer, "internal")
+    reviewer.groups.remove(group)
+    assert listed() == set()
 
 
 # --- The inbox ---------------------------------------------------------------------------------
