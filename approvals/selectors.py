@@ -34,6 +34,20 @@ WORKFLOWS_FRESH_SECONDS = 60
 _workflows_read: tuple[float, list[str]] = (float("-inf"), [])
 
 
+def built_once(build: Callable[..., QuerySet]) -> Callable[..., QuerySet]:
+    """`build` remembered per process for each set of its arguments, for the querysets asked for
+    again and again (a reviewer's inbox every 10 seconds): here building one costs more than
+    running it. It must depend on its (hashable) arguments alone, and read nothing in Python
+    that changes (times are the database's). Callers get a copy to run or narrow."""
+    remembered = lru_cache(maxsize=1024)(build)
+
+    @wraps(build)
+    def copy(*args) -> QuerySet:
+        return remembered(*args).all()
+
+    return copy
+
+
 @dataclass(frozen=True)
 class Reviewer:
     """What decides which requests a user may see and decide: their groups and clearance."""
@@ -61,8 +75,7 @@ def reviewer_of(user: User) -> Reviewer:
 def reviewer_read(user: User) -> Reviewer:
     """The user's groups (admin too for a superuser, who holds the admin role without being in
     its group) and clearance, read now in one query."""
-    # One row per group (one with no name when there is none), the clearance on each.
-    rows = list(get_user_model().objects.filter(pk=user.pk).values_list("groups__name", "clearance__level"))
+    rows = list(_groups_and_clearance(user.pk))
     names = {name for name, _ in rows if name}
     level = rows[0][1] if rows else None
     if user.is_superuser:
@@ -72,6 +85,12 @@ def reviewer_read(user: User) -> Reviewer:
         clearance=ReviewerClearance.DEFAULT if level is None else level,
         is_agent=AGENT in names,
     )
+
+
+@built_once
+def _groups_and_clearance(user_id: int) -> QuerySet:
+    # One row per group (one with no name when there is none), the clearance on each.
+    return get_user_model().objects.filter(pk=user_id).values_list("groups__name", "clearance__level")
 
 
 def pending_for(user: User) -> QuerySet[PendingAction]:
@@ -176,20 +195,6 @@ def requests_in_view_of(user: User, status: str = "", columns: tuple[str, ...] =
     requests = requests_visible_to(user).select_related("run", "requested_by")
     requests = requests.filter(status=status) if status else requests
     return requests.values(*columns) if columns else requests
-
-
-def built_once(build: Callable[..., QuerySet]) -> Callable[..., QuerySet]:
-    """`build` remembered per process for each set of its arguments, for the querysets asked for
-    again and again (a reviewer's inbox every 10 seconds): here building one costs more than
-    running it. It must depend on its (hashable) arguments alone, and read nothing in Python
-    that changes (times are the database's). Callers get a copy to run or narrow."""
-    remembered = lru_cache(maxsize=1024)(build)
-
-    @wraps(build)
-    def copy(*args) -> QuerySet:
-        return remembered(*args).all()
-
-    return copy
 
 
 @built_once
