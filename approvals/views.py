@@ -61,8 +61,8 @@ INBOX_COLUMNS = (
 )
 HISTORY_COLUMNS = (*INBOX_COLUMNS, "status", "escalations", "decided_at")
 RISK_LABELS = dict(PendingAction.Risk.choices)
-FOUR_WEEKS = timedelta(weeks=4)
 SENSITIVITY_NAMES = {rank: name for name, rank in PendingAction.SENSITIVITY_RANKS.items()}
+FOUR_WEEKS = timedelta(weeks=4)
 # One inbox row, filled with str.format, every value escaped by html.escape (what the template
 # engine and format_html escape with): the rows are rendered every 10 seconds for every reviewer,
 # and the engine costs several microseconds per variable, filter and tag, format_html one per
@@ -178,7 +178,6 @@ def _inbox_row(
         due = f'<time datetime="{due_at.astimezone(zone).isoformat()}">in {_time_between(now, due_at)}</time>'
     else:
         due = "—"
-    risk = RISK_LABELS[values["risk_rank"]]
     return mark_safe(  # noqa: S308 (each value below is escaped or made here of escaped parts)
         INBOX_ROW.format(
             pk=values["pk"],
@@ -190,7 +189,7 @@ def _inbox_row(
             action=_action_html(values["proposed_action"]),
             approver_group=escape(values["approver_group"]),
             quorum=f" · {values['approvals']} of {values['quorum']}" if values["quorum"] > 1 else "",
-            risk=risk,
+            risk=RISK_LABELS[values["risk_rank"]],
             sensitivity=SENSITIVITY_NAMES.get(values["sensitivity_rank"], ""),
             requested_by=escape(values["requested_by__username"] or "—"),
             created_at=created_at.isoformat(),
