@@ -13,6 +13,7 @@ NAV_URL_NAMES = {
     "registry": "registry-agent-list",
     "approvals": "approval-inbox",
     "approval_history": "approval-history",
+    "approval_count": "approval-count",
     "policy": "policy-decision-list",
     "monitoring": "monitoring-dashboard",
     "replays": "replay-console",
