@@ -18,7 +18,7 @@ from django.db.models import Exists, IntegerField, OuterRef, Prefetch, Q, QueryS
 from django.db.models.functions import Coalesce
 
 from controlplane.errors import NotFound
-from controlplane.identity import ADMIN, AGENT, AUDITOR, ROLES, has_role, user_roles
+from controlplane.identity import ADMIN, AGENT, AUDITOR, has_role, remember_roles, user_roles
 from registry.models import Release
 from runs.models import PendingAction, StepCheckpoint
 from runs.workflows import BUILTIN_WORKFLOWS
@@ -56,11 +56,6 @@ class Reviewer:
     clearance: int
     is_agent: bool
 
-    @property
-    def roles(self) -> frozenset[str]:
-        """The role groups among the groups: what `identity.user_roles` reads."""
-        return frozenset(name for name in self.groups if name in ROLES or name == AGENT)
-
 
 def reviewer_of(user: User) -> Reviewer:
     """The user's groups and clearance (see `reviewer_read`), cached on the user object for the
@@ -68,7 +63,7 @@ def reviewer_of(user: User) -> Reviewer:
     finds the roles in its cache on the user instead of reading them again."""
     if not hasattr(user, "_baton_reviewer"):
         user._baton_reviewer = reviewer_read(user)
-        user._baton_roles = user._baton_reviewer.roles
+        remember_roles(user, user._baton_reviewer.groups)
     return user._baton_reviewer
 
 

@@ -26,7 +26,7 @@ from django.utils.translation import get_language
 from django.views.decorators.http import require_POST
 
 from controlplane.errors import NotFound
-from controlplane.htmx import render_page
+from controlplane.htmx import render_page, wants_fragment
 from controlplane.identity import ADMIN, AUDITOR, PLATFORM, REVIEWER, has_role
 from controlplane.pages import done, roles_required
 from runs import selectors as runs_selectors
@@ -106,7 +106,7 @@ def _reviewer_read_first(view: Callable) -> Callable:
 @roles_required(*DECIDERS)
 def inbox(request: HttpRequest) -> HttpResponse:
     filters = InboxFilters(request.GET)
-    whole_page = not _is_fragment(request)
+    whole_page = not wants_fragment(request)
     reviewer = selectors.reviewer_of(request.user)
     requests = _inbox_statement(
         request.user.pk,
@@ -163,12 +163,6 @@ def _inbox_statement(
 
 def _workflow_choices() -> list[tuple[str, str]]:
     return [(name, name) for name in selectors.filterable_workflows()]
-
-
-def _is_fragment(request: HttpRequest) -> bool:
-    """Whether render_page will answer with the partial (htmx asking for a fragment)."""
-    htmx = request.htmx
-    return bool(htmx) and not htmx.boosted and not htmx.history_restore_request
 
 
 def _inbox_row(

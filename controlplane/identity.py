@@ -6,6 +6,7 @@ came with an API key (a key can never do more than its user).
 
 import hashlib
 import secrets
+from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import timedelta
 
@@ -43,11 +44,16 @@ def user_roles(user: AbstractBaseUser | AnonymousUser) -> frozenset[str]:
     if not user.is_authenticated:
         return frozenset()
     if not hasattr(user, "_baton_roles"):
-        names = set(user.groups.filter(name__in=(*ROLES, AGENT)).values_list("name", flat=True))
-        if user.is_superuser:
-            names.add(ADMIN)
-        user._baton_roles = frozenset(names)
+        remember_roles(user, user.groups.filter(name__in=(*ROLES, AGENT)).values_list("name", flat=True))
     return user._baton_roles
+
+
+def remember_roles(user: AbstractBaseUser, group_names: Iterable[str]) -> None:
+    """Answer this request's role checks from the user's group names, read by the caller anyway."""
+    names = {name for name in group_names if name in ROLES or name == AGENT}
+    if user.is_superuser:
+        names.add(ADMIN)
+    user._baton_roles = frozenset(names)
 
 
 def has_role(user: AbstractBaseUser | AnonymousUser, *roles: str) -> bool:
