@@ -28,11 +28,6 @@ from .canonical import canonical_json, digest
 from .models import GENESIS_HASH, AuditEvent
 
 _VERIFY_BATCH = 10_000
-# What an event's hash covers (the payload through its digest), in this order.
-_HASHED_FIELDS = (
-    "seq", "created_at", "actor", "action", "object_type", "object_id", "trace_id", "run_id", "release_id",
-    "payload_digest",
-)  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -133,7 +128,7 @@ def chain_hash(prev_hash: str, event: AuditEvent) -> str:
 
 
 def _hashed(prev_hash: str, event: AuditEvent, write_json: Callable[[Any], bytes] = canonical_json) -> bytes:
-    body = {name: getattr(event, name) for name in _HASHED_FIELDS}
+    body = {name: getattr(event, name) for name in AuditEvent.HASHED_FIELDS}
     body["created_at"] = event.created_at.astimezone(UTC).isoformat(timespec="microseconds")
     return prev_hash.encode() + write_json(body)
 

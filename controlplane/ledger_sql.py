@@ -14,11 +14,9 @@ from .models import GENESIS_HASH, AuditEvent
 LEDGER = AuditEvent._meta.db_table
 # Any constant works; it only has to be the same in every process that appends.
 LEDGER_LOCK_KEY = 0x6261746F6E  # "baton"
-# Hashed after prev_hash, in RFC 8785 key order (the names are ASCII, so plain sorting).
-_HASHED_TEXT_FIELDS = (
-    "action", "actor", "object_id", "object_type", "payload_digest", "release_id", "run_id", "trace_id",
-)  # fmt: skip
-_KEY_ORDER = sorted((*_HASHED_TEXT_FIELDS, "created_at", "seq"))
+# The JSON keys in RFC 8785 order (the names are ASCII, so plain sorting); all but two are text.
+_KEY_ORDER = sorted(AuditEvent.HASHED_FIELDS)
+_HASHED_TEXT_FIELDS = [name for name in _KEY_ORDER if name not in ("created_at", "seq")]
 
 
 class _Literal(str):

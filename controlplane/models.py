@@ -16,6 +16,12 @@ class AuditEvent(models.Model):
     ledger outlives whatever it describes. A database trigger refuses UPDATE and DELETE.
     """
 
+    # What an event's hash covers after the previous hash (the payload through its digest).
+    HASHED_FIELDS = (
+        "seq", "created_at", "actor", "action", "object_type", "object_id", "trace_id", "run_id",
+        "release_id", "payload_digest",
+    )  # fmt: skip
+
     seq = models.BigIntegerField(primary_key=True)
     created_at = models.DateTimeField(help_text="Taken from the database clock, never a worker's.")
     actor = models.CharField(max_length=200, help_text="Who acted: 'user:alice', 'agent:triage', 'system:…'.")

@@ -8,12 +8,11 @@ from runs.models import Run
 from tests.runs.test_failure_modes import (
     BUILTIN_BINDINGS,
     PRICEY,
-    SUMMARY_PROMPT,
-    remote_model,
+    publish_routing_flow,
     two_builtin_steps,
 )
 from tests.support.llm_server import FakeLLM
-from tests.support.workflows import advance, http_tool, workflow
+from tests.support.workflows import advance
 
 pytestmark = pytest.mark.django_db
 
@@ -27,21 +26,7 @@ def test_a_model_proposing_an_undeclared_state_replays_to_the_same_refusal(
     publish, submit, tool_server, platform_user
 ):
     with FakeLLM(api_key=None) as llm:
-        publish(
-            workflow(
-                "routing_flow",
-                {"name": "classify", "agent": "intake_classifier", "next": ["refund", "answer"]},
-                {"name": "refund", "tool": "refunds.create", "agent": "ops_agent", "next": ["end"]},
-                {"name": "answer", "tool": "answers.send", "agent": "ops_agent"},
-            ),
-            bindings={"intake_classifier": {"prompt": "summary", "model_config": "fake-llm"}},
-            prompts={"summary": SUMMARY_PROMPT},
-            model_configs={"fake-llm": remote_model(llm)},
-            tools={
-                "refunds.create": http_tool(tool_server, "refunds.create"),
-                "answers.send": http_tool(tool_server, "answers.send"),
-            },
-        )
+        publish_routing_flow(publish, llm, tool_server)
         llm.script('{"next": "delete_everything", "intent": "refund"}')
         run = advance(submit("routing_flow"))
         assert run.status == Run.Status.FAILED

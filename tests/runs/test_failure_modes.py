@@ -339,9 +339,8 @@ def test_a_tool_step_past_the_deadline_is_never_called(publish, submit, tool_ser
 # 5. A transition the workflow does not declare ---------------------------------------------------
 
 
-def test_a_model_proposing_an_undeclared_state_fails_the_run_and_nothing_else_runs(
-    publish, submit, llm, tool_server
-):
+def publish_routing_flow(publish, llm, tool_server) -> None:
+    """A classifier routing to a refund or an answer, on `llm` and `tool_server`."""
     publish(
         workflow(
             "routing_flow",
@@ -357,6 +356,12 @@ def test_a_model_proposing_an_undeclared_state_fails_the_run_and_nothing_else_ru
             "answers.send": http_tool(tool_server, "answers.send"),
         },
     )
+
+
+def test_a_model_proposing_an_undeclared_state_fails_the_run_and_nothing_else_runs(
+    publish, submit, llm, tool_server
+):
+    publish_routing_flow(publish, llm, tool_server)
     llm.script('{"next": "delete_everything", "intent": "refund"}')
 
     run = advance(submit("routing_flow"))
