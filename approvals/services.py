@@ -14,7 +14,7 @@ from typing import Any
 from django.conf import settings
 from django.contrib.auth.models import AbstractBaseUser
 from django.db import transaction
-from django.db.models import QuerySet
+from django.db.models import Exists, OuterRef, QuerySet
 from django.db.models.functions import Now
 
 from controlplane.audit import Entry, ObjectRef, ledger_lock_condition, record, record_many
@@ -30,7 +30,7 @@ from runs.services.decisions import pending_action_decide, pending_action_expire
 
 from .models import ApprovalDecision, ReviewerClearance
 from .notifiers import notify_on_commit
-from .selectors import reviewer_read
+from .selectors import Reviewer, reviewer_read
 
 SYSTEM = Actor("approvals", kind="system")
 DECIDE_SCOPE = "approvals:decide"
@@ -105,6 +105,7 @@ def approval_decide(
     user: AbstractBaseUser,
     api_key: ApiKey | None = None,
     among: QuerySet[PendingAction] | None = None,
+    reviewer: Reviewer | None = None,
 ) -> ApprovalDecision:
     """Record `user`'s decision ("approve" or "reject"; a rejection needs a reason) on one
     pending request, bound to the exact action it proposes, and return it.
@@ -116,7 +117,9 @@ def approval_decide(
     superseded, and a second decision by the same reviewer. When the last required approval
     arrives (or on any rejection) the run resumes or follows its rejection path, in the same
     transaction. `among`: the requests the caller may see (NotFound for any other), checked
-    by the statement that takes the lock. Raises InvalidInput, Forbidden, Conflict, NotFound.
+    by the statement that takes the lock. `reviewer`: the user's groups and clearance as the
+    caller read them for this request (`selectors.reviewer_of`), else read now.
+    Raises InvalidInput, Forbidden, Conflict, NotFound.
     """
     verdict = decision
     if verdict not in ApprovalDecision.Verdict.values:
@@ -126,13 +129,16 @@ def approval_decide(
         raise InvalidInput("A rejection needs a reason.", errors={"reason": ["Required when rejecting."]})
     if len(reason) > REASON_MAX:
         raise InvalidInput(f"The reason is over {REASON_MAX} characters.", errors={"reason": ["Too long."]})
+    reviewer = reviewer or reviewer_read(user)
     actor = actor_for(user, api_key)
     if actor.kind == "agent":
         raise Forbidden("An agent's identity can never decide an approval request.")
     if api_key is not None and DECIDE_SCOPE not in api_key.scopes:
         raise Forbidden(f"This API key lacks the scope '{DECIDE_SCOPE}'.")
     requests = PendingAction.objects.all() if among is None else among
-    recorded, refusal = _decide_under_lock(requests, pending_action_id, verdict, reason, user, actor)
+    recorded, refusal = _decide_under_lock(
+        requests, pending_action_id, verdict, reason, user, reviewer, actor
+    )
     if recorded is None:
         raise Forbidden("Policy refused this decision: " + "; ".join(refusal) + ".")
     return recorded
@@ -145,12 +151,19 @@ def _decide_under_lock(
     verdict: str,
     reason: str,
     user: AbstractBaseUser,
+    reviewer: Reviewer,
     actor: Actor,
 ) -> tuple[ApprovalDecision | None, list[str]]:
-    # The run and the requester come with the locked row (only the request's row is locked).
+    # The run, the requester and whether this user decided before come with the locked row
+    # (only the request's row is locked): one round trip.
     pending = (
         requests.select_for_update(of=("self",))
         .select_related("run__requested_by", "requested_by")
+        .annotate(
+            decided_before=Exists(
+                ApprovalDecision.objects.filter(pending_action=OuterRef("pk"), reviewer=user)
+            )
+        )
         .filter(pk=pending_action_id)
         .first()
     )
@@ -158,10 +171,9 @@ def _decide_under_lock(
         raise NotFound("No such approval request.")
     if pending.status != PendingAction.Status.PENDING:
         raise Conflict(f"This request was already {pending.status}; your decision was not recorded.")
-    if ApprovalDecision.objects.filter(pending_action=pending, reviewer=user).exists():
+    if pending.decided_before:
         raise Conflict("You have already decided this request; another reviewer must decide next.")
     run = pending.run
-    reviewer = reviewer_read(user)  # read under the lock, not what an earlier page saw
     decision = policy_decide(
         "approval.decide",
         decision_input(

@@ -287,6 +287,7 @@ def request_detail(request: HttpRequest, pk: int) -> HttpResponse:
     return render_page(request, "approvals/detail.html", "approvals/_partials/panel.html", context)
 
 
+@_reviewer_read_first
 @roles_required(*DECIDERS)
 @require_POST
 def request_decide(request: HttpRequest, pk: int) -> HttpResponse:
@@ -294,8 +295,11 @@ def request_decide(request: HttpRequest, pk: int) -> HttpResponse:
     # Whether the user may see the request is asked by the statement that locks it: the
     # decision path stays short (a run waits on it). One they may not see is not found.
     visible = selectors.requests_visible_to(request.user)
+    reviewer = selectors.reviewer_of(request.user)
     recorded = form.submit(
-        lambda data: approval_decide(pending_action_id=pk, user=request.user, among=visible, **data)
+        lambda data: approval_decide(
+            pending_action_id=pk, user=request.user, among=visible, reviewer=reviewer, **data
+        )
     )
     if recorded is not None:
         return done(request, _back_to_inbox(request), _decided_message(recorded))

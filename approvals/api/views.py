@@ -68,7 +68,17 @@ class InboxPagination(NewestFirstPagination):
     ordering = ("-pk",)
 
 
-class ApprovalListView(generics.ListAPIView):
+class ReviewerReadFirst:
+    """Reads the caller's groups and clearance before the role check: that one query answers
+    both, and the inbox or the decision that follows (see `selectors.reviewer_of`)."""
+
+    def check_permissions(self, request: Request) -> None:
+        if request.user.is_authenticated:
+            selectors.reviewer_of(request.user)
+        super().check_permissions(request)
+
+
+class ApprovalListView(ReviewerReadFirst, generics.ListAPIView):
     """Approval requests the caller may see, newest first: `?status=pending` is the inbox."""
 
     pagination_class = InboxPagination
@@ -78,12 +88,6 @@ class ApprovalListView(generics.ListAPIView):
     serializer_class = ApprovalListSerializer
     filterset_class = ApprovalFilter
     filter_backends = [django_filters.rest_framework.DjangoFilterBackend]
-
-    def check_permissions(self, request: Request) -> None:
-        # The reviewer's groups and clearance, read first, also answer the role check in one query.
-        if request.user.is_authenticated:
-            selectors.reviewer_of(request.user)
-        super().check_permissions(request)
 
     def filter_queryset(self, queryset):
         params = self.request.query_params
@@ -110,7 +114,7 @@ class ApprovalDetailView(generics.RetrieveAPIView):
         return selectors.request_for(self.request.user, self.kwargs["pk"])
 
 
-class ApprovalDecisionView(APIView):
+class ApprovalDecisionView(ReviewerReadFirst, APIView):
     """Approve or reject: bound to the exact action the request proposes; policy
     `approval.decide` is asked every time (the requester and the agent never decide)."""
 
@@ -123,6 +127,10 @@ class ApprovalDecisionView(APIView):
         serializer = DecisionInputSerializer(data=request.data)
         serializer.is_valid(raise_exception=True)
         recorded = services.approval_decide(
-            pending_action_id=pk, user=request.user, api_key=api_key_of(request), **serializer.validated_data
+            pending_action_id=pk,
+            user=request.user,
+            api_key=api_key_of(request),
+            reviewer=selectors.reviewer_of(request.user),
+            **serializer.validated_data,
         )
         return Response(DecisionRecordedSerializer(recorded).data, status=status.HTTP_201_CREATED)
