@@ -154,11 +154,11 @@ def _decide_under_lock(
     reviewer: Reviewer,
     actor: Actor,
 ) -> tuple[ApprovalDecision | None, list[str]]:
-    # The run, the requester and whether this user decided before come with the locked row
-    # (only the request's row is locked): one round trip.
+    # The run, the requester (the run's, copied to the request) and whether this user decided
+    # before come with the locked row (only the request's row is locked): one round trip.
     pending = (
         requests.select_for_update(of=("self",))
-        .select_related("run__requested_by", "requested_by")
+        .select_related("run", "requested_by")
         .annotate(
             decided_before=Exists(
                 ApprovalDecision.objects.filter(pending_action=OuterRef("pk"), reviewer=user)
@@ -184,7 +184,7 @@ def _decide_under_lock(
                 "clearance": ReviewerClearance.Level(reviewer.clearance).label,
             },
             request={
-                "requested_by": run.requested_by.get_username(),
+                "requested_by": pending.requested_by.get_username(),
                 "agent": acting_agent(run, pending.state),
                 "approver_group": pending.approver_group,
                 "sensitivity": run.sensitivity,
