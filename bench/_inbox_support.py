@@ -185,11 +185,12 @@ def wait_parked(run_ids: list[str], timeout: float) -> dict[str, int]:
     raise RuntimeError(f"only {len(found)} of {len(run_ids)} runs parked within {timeout:.0f} s")
 
 
-def pause_to_resume(
-    browser: Client, run_id: str, pending_id: int, timeout: float = 30
-) -> tuple[float, float]:
-    """(seconds from the reviewer's approval POST to the worker's commit of the next step's audit
-    event, seconds the POST itself took)."""
+def pause_to_resume(browser: Client, run_id: str, pending_id: int, timeout: float = 30) -> dict[str, float]:
+    """Seconds from the reviewer's approval POST to the worker's commit of the next step's audit
+    event ("resume"), and where they went: the POST itself ("post"), then by the ledger's clock
+    (each event's time is taken as it is appended, just before its commit) from the decision's
+    `run.approved` to the worker's `run.started` ("to_started") and from there to the step's
+    event ("step")."""
     started = time.perf_counter()
     response = browser.post(f"/approvals/{pending_id}/decision/", {"decision": "approve", "reason": "bench"})
     answered = time.perf_counter() - started
@@ -206,7 +207,19 @@ def pause_to_resume(
                 f"{run.status} {run.error!r}; events {actions}"
             )
         time.sleep(0.0005)
-    return time.perf_counter() - started, answered
+    resumed = time.perf_counter() - started
+    appended = dict(
+        AuditEvent.objects.filter(run_id=run_id, action__in=["run.approved", "run.started"]).values_list(
+            "action", "created_at"
+        )
+    )
+    step_at = next_step.values_list("created_at", flat=True).get()
+    return {
+        "resume": resumed,
+        "post": answered,
+        "to_started": (appended["run.started"] - appended["run.approved"]).total_seconds(),
+        "step": (step_at - appended["run.started"]).total_seconds(),
+    }
 
 
 def celery_round_trip() -> float:

@@ -13,7 +13,9 @@ postgres://postgres@127.0.0.1:5432), migrates it, applies the demo support workf
    trivial view's.
 3. Pause to resume with a real Celery worker (its own queue, REDIS_URL's broker): runs of the
    support workflow park at their irreversible commit; for each, the time from the reviewer's
-   approval POST to the worker's commit of the commit step's audit event (polled every 0.5 ms).
+   approval POST to the worker's commit of the commit step's audit event (polled every 0.5 ms),
+   and where it went: the POST, then by the ledger's clock the decision's `run.approved` to the
+   worker's `run.started`, and `run.started` to the step's event.
    Baseline, interleaved: a trivial task's round trip through the same broker and worker
    (result awaited), plus one single-row INSERT + COMMIT on PostgreSQL. Target: p50 under 3x.
 
@@ -176,12 +178,13 @@ def measure(url: str) -> int:
         for _ in range(WARMUP):
             inbox.celery_round_trip()
             commits.once()
-        resumes, posts, round_trips, one_commit = [], [], [], []
+        parts: dict[str, list[float]] = {"resume": [], "post": [], "to_started": [], "step": []}
+        round_trips, one_commit = [], []
         for n, run_id in enumerate(run_ids):
-            elapsed, answered = inbox.pause_to_resume(browser, run_id, parked[run_id])
+            measured = inbox.pause_to_resume(browser, run_id, parked[run_id])
             if n >= 3:  # the first resumes warm the worker's caches
-                resumes.append(elapsed)
-                posts.append(answered)
+                for part, seconds in measured.items():
+                    parts[part].append(seconds)
             time.sleep(0.2)  # let the run finish before the baseline is taken
             round_trips += [inbox.celery_round_trip() for _ in range(3)]
             one_commit += [commits.once() for _ in range(3)]
@@ -191,8 +194,11 @@ def measure(url: str) -> int:
         commits.close()
         worker.stop()
     print(f"pause to resume, {RESUMES} approved runs of support_case_resolution, one worker process:")
+    resumes = parts["resume"]
     print(describe("approval POST → next step's audit event", resumes))
-    print(describe("  of which the POST (decision, policy, audit)", posts))
+    print(describe("  of which the POST (decision, policy, audit)", parts["post"]))
+    print(describe("  run.approved → run.started (ledger clock)", parts["to_started"]))
+    print(describe("  run.started → the step's event (ledger clock)", parts["step"]))
     print(describe("Celery round trip (trivial task, result)", round_trips))
     print(describe("PostgreSQL INSERT + COMMIT", one_commit))
     print(f"  runs after approval: {statuses}")
