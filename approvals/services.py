@@ -155,20 +155,18 @@ def _decide_under_lock(
     actor: Actor,
 ) -> tuple[ApprovalDecision | None, list[str]]:
     # The run, the requester (the run's, copied to the request) and whether this user decided
-    # before come with the locked row (only the request's row is locked): one round trip.
-    pending = (
-        requests.select_for_update(of=("self",))
-        .select_related("run", "requested_by")
-        .annotate(
-            decided_before=Exists(
-                ApprovalDecision.objects.filter(pending_action=OuterRef("pk"), reviewer=user)
-            )
+    # before come with the locked row (only the request's row is locked): one round trip, with
+    # no ORDER BY to build (get, not first: one row at most).
+    decided_before = ApprovalDecision.objects.filter(pending_action=OuterRef("pk"), reviewer=user)
+    try:
+        pending = (
+            requests.select_for_update(of=("self",))
+            .select_related("run", "requested_by")
+            .annotate(decided_before=Exists(decided_before))
+            .get(pk=pending_action_id)
         )
-        .filter(pk=pending_action_id)
-        .first()
-    )
-    if pending is None:
-        raise NotFound("No such approval request.")
+    except PendingAction.DoesNotExist:
+        raise NotFound("No such approval request.") from None
     if pending.status != PendingAction.Status.PENDING:
         raise Conflict(f"This request was already {pending.status}; your decision was not recorded.")
     if pending.decided_before:
