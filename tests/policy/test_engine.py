@@ -88,6 +88,16 @@ def test_the_engine_sees_the_input_document_as_given():
     )
 
 
+def test_object_members_are_iterated_in_key_order_whatever_the_dict_order():
+    collect = bundle(
+        'decision := {"allow": true, "require_approval": false, "reasons": reasons} if {\n'
+        "\treasons := [key | some key; input.args[key]]\n}"
+    )
+    document = {**TOOL_CALL, "args": {"b": 1, "c": 2, "a": 3}}
+    result = EmbeddedEngine().evaluate(collect, "baton/tool_call/decision", document)
+    assert result["reasons"] == ["a", "b", "c"]
+
+
 @pytest.mark.parametrize(
     "args",
     [{"note": "refund\x00approved"}, {"tokens": 2**64 + 5}, {"amount": float("nan")}, {"when": object()}],
