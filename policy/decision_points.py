@@ -5,12 +5,11 @@ obligations?}`. Inputs carry everything a rule needs, including the current time
 database, so that a recorded decision replays to the same answer.
 """
 
-from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
 
-import fastjsonschema
 from jsonschema import Draft202012Validator
+
+from controlplane.compiled_schemas import Check, compile_schema
 
 INPUT_VERSION = 1
 SIDE_EFFECT = {"enum": ["read", "write", "irreversible"]}
@@ -260,28 +259,7 @@ RESULT_SCHEMA = {
 }
 RESULT_VALIDATOR = Draft202012Validator(RESULT_SCHEMA)
 
-# --- Schemas compiled to checks --------------------------------------------------------------
-#
-# jsonschema walks a schema anew for every document (about 100 µs for a tool.call input); a
-# decision cannot afford that. fastjsonschema compiles each schema once into Python code that
-# answers in a few µs. Refused documents are explained by the reference validator.
-
-Check = Callable[[Any], bool]
-
-
-def compile_schema(schema: dict) -> Check:
-    """The schema as one compiled check: True when a document is valid."""
-    validate = fastjsonschema.compile({"$schema": "http://json-schema.org/draft-07/schema#", **schema})
-
-    def check(value: Any) -> bool:
-        try:
-            validate(value)
-        except fastjsonschema.JsonSchemaException:
-            return False
-        return True
-
-    return check
-
+# --- Schemas compiled to checks (refused documents are explained by the validators above) ---
 
 _CHECKS = {name: compile_schema(point.input_schema) for name, point in POINTS.items()}
 RESULT_ACCEPTS = compile_schema(RESULT_SCHEMA)

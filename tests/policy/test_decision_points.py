@@ -8,27 +8,9 @@ them with one field removed, given a value of another type, or joined by an unkn
 import pytest
 
 from policy.decision_points import POINTS, RESULT_ACCEPTS, RESULT_VALIDATOR, compile_schema
+from tests.support.documents import variants
 
 from .test_default_bundle import CASES, document
-
-PROBES = [None, True, False, 0, 1, -1, 1.0, 1.5, "", "x", "read", "restricted", [], ["x"], [1], {}, {"x": 1}]
-
-
-def variants(value):
-    """`value` itself, then every document that differs from it at one place."""
-    yield value
-    if isinstance(value, dict):
-        yield {**value, "unknown_field": "x"}
-        for key, item in value.items():
-            yield {k: v for k, v in value.items() if k != key}
-            for changed in variants(item):
-                yield {**value, key: changed}
-            for probe in PROBES:
-                yield {**value, key: probe}
-    elif isinstance(value, list):
-        for index, item in enumerate(value):
-            for changed in [*variants(item), *PROBES]:
-                yield [*value[:index], changed, *value[index + 1 :]]
 
 
 @pytest.mark.parametrize("case", list(CASES))
