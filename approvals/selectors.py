@@ -178,6 +178,21 @@ def requests_visible_to(user: User) -> QuerySet[PendingAction]:
     return PendingAction.objects.filter(decidable | Q(Exists(decided_by_user)))
 
 
+def request_visible_to(user: User, reviewer: Reviewer, request: PendingAction, *, decided_it: bool) -> bool:
+    """`requests_visible_to`'s rule asked of one request already read, with `reviewer` (the
+    user's groups and clearance) and whether the user decided it: a decision reads its request
+    by primary key, and the filter would cost more to build than the row to read."""
+    if not user.is_authenticated or AGENT in user_roles(user):
+        return False
+    if has_role(user, AUDITOR, ADMIN) or decided_it:
+        return True
+    return (
+        request.approver_group in reviewer.groups
+        and request.sensitivity_rank <= reviewer.clearance
+        and request.requested_by_id != user.pk
+    )
+
+
 def requests_in_view_of(user: User, status: str = "", columns: tuple[str, ...] = ()) -> QuerySet:
     """The caller's view of requests in one status (or all), as rows of `columns` if given: for
     reviewers, `pending` is their inbox (what they may decide now, as `pending_for`); auditors

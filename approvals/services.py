@@ -14,7 +14,7 @@ from typing import Any
 from django.conf import settings
 from django.contrib.auth.models import AbstractBaseUser
 from django.db import transaction
-from django.db.models import Exists, OuterRef, QuerySet
+from django.db.models import Exists, OuterRef
 from django.db.models.functions import Now
 
 from controlplane.audit import Entry, ObjectRef, ledger_lock_condition, record, record_many
@@ -30,7 +30,7 @@ from runs.services.decisions import pending_action_decide, pending_action_expire
 
 from .models import ApprovalDecision, ReviewerClearance
 from .notifiers import notify_on_commit
-from .selectors import Reviewer, reviewer_read
+from .selectors import Reviewer, request_visible_to, reviewer_read
 
 SYSTEM = Actor("approvals", kind="system")
 DECIDE_SCOPE = "approvals:decide"
@@ -104,7 +104,7 @@ def approval_decide(
     reason: str,
     user: AbstractBaseUser,
     api_key: ApiKey | None = None,
-    among: QuerySet[PendingAction] | None = None,
+    visible_only: bool = False,
     reviewer: Reviewer | None = None,
 ) -> ApprovalDecision:
     """Record `user`'s decision ("approve" or "reject"; a rejection needs a reason) on one
@@ -116,8 +116,8 @@ def approval_decide(
     later ones get Conflict, as do decisions on a request already decided, expired or
     superseded, and a second decision by the same reviewer. When the last required approval
     arrives (or on any rejection) the run resumes or follows its rejection path, in the same
-    transaction. `among`: the requests the caller may see (NotFound for any other), checked
-    by the statement that takes the lock. `reviewer`: the user's groups and clearance as the
+    transaction. `visible_only`: NotFound, too, for a request the user may not see
+    (`selectors.requests_visible_to`). `reviewer`: the user's groups and clearance as the
     caller read them for this request (`selectors.reviewer_of`), else read now.
     Raises InvalidInput, Forbidden, Conflict, NotFound.
     """
@@ -135,9 +135,8 @@ def approval_decide(
         raise Forbidden("An agent's identity can never decide an approval request.")
     if api_key is not None and DECIDE_SCOPE not in api_key.scopes:
         raise Forbidden(f"This API key lacks the scope '{DECIDE_SCOPE}'.")
-    requests = PendingAction.objects.all() if among is None else among
     recorded, refusal = _decide_under_lock(
-        requests, pending_action_id, verdict, reason, user, reviewer, actor
+        pending_action_id, verdict, reason, user, reviewer, actor, visible_only
     )
     if recorded is None:
         raise Forbidden("Policy refused this decision: " + "; ".join(refusal) + ".")
@@ -146,13 +145,13 @@ def approval_decide(
 
 @transaction.atomic
 def _decide_under_lock(
-    requests: QuerySet[PendingAction],
     pending_action_id: int,
     verdict: str,
     reason: str,
     user: AbstractBaseUser,
     reviewer: Reviewer,
     actor: Actor,
+    visible_only: bool,
 ) -> tuple[ApprovalDecision | None, list[str]]:
     # The run, the requester (the run's, copied to the request) and whether this user decided
     # before come with the locked row (only the request's row is locked): one round trip, with
@@ -160,13 +159,15 @@ def _decide_under_lock(
     decided_before = ApprovalDecision.objects.filter(pending_action=OuterRef("pk"), reviewer=user)
     try:
         pending = (
-            requests.select_for_update(of=("self",))
+            PendingAction.objects.select_for_update(of=("self",))
             .select_related("run", "requested_by")
             .annotate(decided_before=Exists(decided_before))
             .get(pk=pending_action_id)
         )
     except PendingAction.DoesNotExist:
         raise NotFound("No such approval request.") from None
+    if visible_only and not request_visible_to(user, reviewer, pending, decided_it=pending.decided_before):
+        raise NotFound("No such approval request.")
     if pending.status != PendingAction.Status.PENDING:
         raise Conflict(f"This request was already {pending.status}; your decision was not recorded.")
     if pending.decided_before:

@@ -292,13 +292,12 @@ def request_detail(request: HttpRequest, pk: int) -> HttpResponse:
 @require_POST
 def request_decide(request: HttpRequest, pk: int) -> HttpResponse:
     form = DecisionForm(request.POST)
-    # Whether the user may see the request is asked by the statement that locks it: the
-    # decision path stays short (a run waits on it). One they may not see is not found.
-    visible = selectors.requests_visible_to(request.user)
+    # Whether the user may see the request is asked of the row the decision locks: the decision
+    # path stays short (a run waits on it). One they may not see is not found.
     reviewer = selectors.reviewer_of(request.user)
     recorded = form.submit(
         lambda data: approval_decide(
-            pending_action_id=pk, user=request.user, among=visible, reviewer=reviewer, **data
+            pending_action_id=pk, user=request.user, visible_only=True, reviewer=reviewer, **data
         )
     )
     if recorded is not None:

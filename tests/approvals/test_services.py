@@ -270,6 +270,24 @@ def test_history_shows_closed_requests_of_the_reviewers_groups_and_everything_to
         selectors.request_for(platform_user, waiting.pk)
 
 
+def test_one_request_read_is_visible_exactly_when_the_list_shows_it(
+    parked, requester, reviewer, reviewer2, platform_user, auditor, admin_user, outsider
+):
+    requests = [parked(), parked(sensitivity="confidential", case_id="CASE-2"), parked(case_id="CASE-3")]
+    decide(requests[2], reviewer2)
+    reviewer2.groups.clear()  # it still sees the request it decided, and no other
+    requester.groups.add(Group.objects.get(name=REVIEWER))  # never its own requests
+    for user in (requester, reviewer, reviewer2, platform_user, auditor, admin_user, outsider):
+        fresh = type(user).objects.get(pk=user.pk)
+        listed = set(selectors.requests_visible_to(fresh).values_list("pk", flat=True))
+        for pending in requests:
+            decided_it = ApprovalDecision.objects.filter(pending_action=pending, reviewer=fresh).exists()
+            visible = selectors.request_visible_to(
+                fresh, selectors.reviewer_read(fresh), pending, decided_it=decided_it
+            )
+            assert visible == (pending.pk in listed), (user.username, pending.pk)
+
+
 def test_the_navigation_count_is_one_query(parked, reviewer, django_assert_num_queries):
     parked()
     fresh = type(reviewer).objects.get(pk=reviewer.pk)  # nothing cached on the user
