@@ -3,7 +3,8 @@
 Creates its own database (baton_bench_<pid>, on the server of DATABASE_URL or the local
 postgres://postgres@127.0.0.1:5432), migrates it and applies a workflow of six no-op gate
 steps (a `human_if` condition that is false: no model or tool call, but envelope validation,
-the logged step.transition decision, the checkpoint and the audit append in one transaction).
+the logged step.transition decision, the checkpoint and the audit append in one transaction,
+on PostgreSQL one call of the step-commit function).
 Then, in the same process:
 
 1. Baton, one worker: 300 runs executed by `run_advance` (what the Celery task does, without
@@ -16,9 +17,10 @@ Then, in the same process:
 
 1-4 are interleaved in 10 rounds (the order rotating), so that a busy machine weighs on all
 of them alike. Targets (issue "Run engine"): Baton per-step p50 at most 0.8x LangGraph's, and
-the audit at most 10% of a step: the p50 of an append made as a step makes it (the run
-update before it has taken the ledger lock: one call of the append function remains) times the
-appends per step (a transaction appends its events together; counted from the ledger).
+the audit at most 10% of a step: the p50 of an append made as a step makes it (the entries'
+arrays built in Python, then the append function's time inside the step-commit function: no
+round trip of its own) times the appends per step (a step appends its events together;
+counted from the ledger).
 record() on its own, taking the lock itself, is printed beside it. The database is dropped
 at the end, also on failure.
 `--profile` prints a cProfile of 20 more Baton runs to stderr.
@@ -248,7 +250,7 @@ def measure(url: str, profile: bool) -> int:
         f"Audit record() alone, {AUDIT_APPENDS} appends ({events_per_step:.2f} worker events per step, "
         f"in {appends_per_step:.2f} appends)"
     )
-    print(describe("append as a step makes it (lock taken before)", audit_in_step))
+    print(describe("append as a step makes it (inside its commit)", audit_in_step))
     print(describe("record() inside an open transaction", audit_in_tx))
     print(describe("record() with its own commit (reference)", audit_with_commit))
 

@@ -91,15 +91,25 @@ def _append_postgres(entries: list[Entry], *, lock: bool) -> list[AuditEvent]:
     """One round trip: a function takes the lock (unless held already), reads the head, hashes
     the events on it and inserts them (see ledger_sql)."""
     events = [_event(entry) for entry in entries]
-    columns = [[getattr(event, field) for event in events] for field in ledger_sql.ENTRY_FIELDS]
-    columns[ledger_sql.ENTRY_FIELDS.index("payload")] = [json.dumps(event.payload) for event in events]
     with connection.cursor() as cursor:
-        cursor.execute(ledger_sql.APPEND, [lock, *columns])
+        cursor.execute(ledger_sql.APPEND, [lock, *_append_columns(events)])
         appended = cursor.fetchall()
     for event, (seq, created_at, prev_hash, event_hash) in zip(events, appended, strict=True):
         event.seq, event.created_at, event.prev_hash, event.hash = seq, created_at, prev_hash, event_hash
         event._state.adding, event._state.db = False, connection.alias
     return events
+
+
+def append_arguments(entries: list[Entry]) -> list[list[str]]:
+    """The append function's arrays for `entries` (one per ledger_sql.ENTRY_FIELDS), for a
+    statement of the caller's that appends them itself, on PostgreSQL."""
+    return _append_columns([_event(entry) for entry in entries])
+
+
+def _append_columns(events: list[AuditEvent]) -> list[list[str]]:
+    columns = [[getattr(event, field) for event in events] for field in ledger_sql.ENTRY_FIELDS]
+    columns[ledger_sql.ENTRY_FIELDS.index("payload")] = [json.dumps(event.payload) for event in events]
+    return columns
 
 
 def _event(entry: Entry) -> AuditEvent:

@@ -161,7 +161,25 @@ def policy_record(
     run_id: Any = "",
 ) -> Decision:
     """Log a decision evaluated earlier, inside the transaction of the action it governs."""
-    row = PolicyDecision.objects.create(
+    row = decision_row(
+        point, document, decision, bundle=bundle, actor=actor, trace_id=trace_id, run_id=run_id
+    )
+    row.save(force_insert=True)
+    return Decision(**{**decision.__dict__, "decision_id": row.pk})
+
+
+def decision_row(
+    point: str,
+    document: dict,
+    decision: Decision,
+    *,
+    bundle: PolicyBundle,
+    actor: Any = "",
+    trace_id: str = "",
+    run_id: Any = "",
+) -> PolicyDecision:
+    """The log row of a decision, not yet saved: for writers that insert it with other rows."""
+    return PolicyDecision(
         decision_point=point,
         input_version=INPUT_VERSION,
         input=redact(point, document),
@@ -182,7 +200,6 @@ def policy_record(
         trace_id=trace_id,
         run_id=str(run_id or ""),
     )
-    return Decision(**{**decision.__dict__, "decision_id": row.pk})
 
 
 def redact(point: str, document: dict) -> dict:

@@ -6,27 +6,29 @@ between leaves the run at its last checkpoint, and the effect ledger's write-ahe
 the retried step reconcile instead of repeating a side effect.
 """
 
+import contextlib
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
+import orjson
 from django.conf import settings
 from django.db import connection, transaction
-from django.db.models import sql
 from django.db.models.functions import Now
-from django.db.models.sql.constants import CURSOR
 
-from controlplane.audit import Entry, ledger_lock_condition, record, record_many
+from controlplane.audit import Entry, append_arguments, record, record_many
 from controlplane.canonical import digest
 from controlplane.dbtime import database_now, database_now_plus
 from controlplane.telemetry import span
-from policy.services import Decision, policy_evaluate, policy_record
+from policy.models import PolicyDecision
+from policy.services import Decision, decision_row, policy_evaluate
 from registry.workflow_definitions import END, FAIL, HUMAN
 
 from .. import tools
 from ..models import Effect, PendingAction, Run, StepCheckpoint
+from . import commit_sql
 from .common import WORKER, record_committed_effect
 from .common import add_spent as _add
 from .common import audit_ids as _audit
@@ -152,8 +154,8 @@ def _previous_agent(released: ReleasedWorkflow, results: dict) -> str | None:
 
 def _transition_decision(
     run: Run, released: ReleasedWorkflow, move: _Move, now: float
-) -> tuple[Decision, Callable[[], Decision]]:
-    """The decision, and how to log it: in the transaction that commits or fails the move."""
+) -> tuple[Decision, PolicyDecision]:
+    """The decision, and its log row: inserted by the transaction that commits or fails the move."""
     document = transition_decision_input(
         run,
         released,
@@ -164,7 +166,7 @@ def _transition_decision(
         now=now,
     )
     decision = policy_evaluate("step.transition", document, bundle=released.policy)
-    return decision, lambda: policy_record(
+    row = decision_row(
         "step.transition",
         document,
         decision,
@@ -173,6 +175,7 @@ def _transition_decision(
         trace_id=run.trace_id,
         run_id=run.pk,
     )
+    return decision, row
 
 
 _COMPLETED_DETAILS = (
@@ -207,60 +210,82 @@ def _commit_step(
     run: Run, lease_token: str, released: ReleasedWorkflow, outcome: StepOutcome, move: _Move
 ) -> tuple[datetime | None, tuple[Decision, Callable] | None]:
     """(database time of the commit, or None if the lease was lost; the refusal and how to log
-    it, when policy denied the move). One transaction: the transition decision, checkpoint,
-    effect, run and audit events; the decision is taken on the database clock under the lock."""
-    with transaction.atomic():
-        now = _own_lease_and_now(run, lease_token)
-        if now is None:
-            # Cancelled (or swept) while the call was out: the run moves no more, but the
-            # effect ledger still says what the tool did, for whoever looks at it next.
-            record_committed_effect(outcome.details, outcome.output)
-            return None, None
-        log_decision = None
+    it, when policy denied the move). The move is decided on the database time at which the step
+    started, before the commit; should the run's deadline pass between that time and the
+    commit, it is decided again on the commit's time: a step that ends late does not succeed."""
+    decided_at = move.started_at
+    while True:
+        decision = None
         # Ending counts as a move too: a last step over budget or past the deadline does not succeed.
         if move.next_state not in (FAIL, HUMAN):
-            decision, log_decision = _transition_decision(run, released, move, now.timestamp())
-            if not decision.allow:
-                return None, (decision, log_decision)
-            log_decision()
-        checkpoint = StepCheckpoint(
-            run=run,
-            sequence=move.sequence,
-            state=move.state,
-            output=by_reference(outcome.output),
-            details=outcome.details,
-            started_at=move.started_at,
-        )
+            verdict, decision = _transition_decision(run, released, move, decided_at.timestamp())
+            if not verdict.allow:
+                record_committed_effect(outcome.details, outcome.output)  # the saga must undo it
+                return None, (verdict, decision.save)
+        written, at = _write_step(run, lease_token, outcome, move, decision, decided_at)
+        if written != commit_sql.LATE:
+            return (at if written == commit_sql.COMMITTED else None), None
+        decided_at = at
+
+
+def _step_events(run: Run, outcome: StepOutcome, move: _Move) -> list[Entry]:
+    details = {k: v for k, v in outcome.details.items() if k in _COMPLETED_DETAILS}
+    completed = {
+        "state": move.state,
+        "sequence": move.sequence,
+        "output_digest": digest(outcome.output),
+        "next_state": move.next_state,
+        "why": move.why,
+        **details,
+    }
+    events = [Entry(WORKER, "run.step.completed", run, completed, **_audit(run))]
+    if move.next_state == END:
+        ended = {"steps": move.sequence, "spent": move.spent}
+        events.append(Entry(WORKER, "run.succeeded", run, ended, **_audit(run)))
+    return events
+
+
+def _write_step(
+    run: Run,
+    lease_token: str,
+    outcome: StepOutcome,
+    move: _Move,
+    decision: PolicyDecision | None,
+    decided_at: datetime,
+) -> tuple[str, datetime | None]:
+    """Commit the step: the effect's result, the decision, checkpoint, run and audit events, in
+    one transaction under the run's lock, if the lease is still ours and the decision on time.
+    (What happened, the database time it happened at.)"""
+    checkpoint = StepCheckpoint(
+        run=run,
+        sequence=move.sequence,
+        state=move.state,
+        output=by_reference(outcome.output),
+        details=outcome.details,
+        started_at=move.started_at,
+    )
+    if connection.vendor == "postgresql" and move.next_state != HUMAN:
+        return _write_step_in_one_statement(run, lease_token, outcome, move, decision, decided_at, checkpoint)
+    with transaction.atomic():
+        now = _own_lease_and_now(run, lease_token)
+        # Cancelled (or swept) while the call was out, the run moves no more; but the effect
+        # ledger still says what the tool did, for whoever looks at it next.
         record_committed_effect(outcome.details, outcome.output)
+        if now is None:
+            return commit_sql.LEASE_LOST, None
+        if decision is not None:
+            decision.save(force_insert=True)
+            if run.deadline is not None and decided_at <= run.deadline < now:
+                return commit_sql.LATE, now  # decided in time, committing late: decide again
         run.spent, run.step_attempts, run.claims_since_progress = move.spent, 0, 0
         run.hop_count += 1
         run.updated_at = Now()
         changed = ["spent", "step_attempts", "claims_since_progress", "hop_count", "updated_at"]
-        events = [
-            Entry(
-                WORKER,
-                "run.step.completed",
-                run,
-                {
-                    "state": move.state,
-                    "sequence": move.sequence,
-                    "output_digest": digest(outcome.output),
-                    "next_state": move.next_state,
-                    "why": move.why,
-                    **{k: v for k, v in outcome.details.items() if k in _COMPLETED_DETAILS},
-                },
-                **_audit(run),
-            )
-        ]
+        events = _step_events(run, outcome, move)
         if move.next_state == END:
             run.status, run.finished_at = Run.Status.SUCCEEDED, Now()
             run.lease_owner, run.lease_expires_at = "", None
             changed += ["status", "finished_at", "lease_owner", "lease_expires_at"]
-            events.append(
-                Entry(
-                    WORKER, "run.succeeded", run, {"steps": move.sequence, "spent": move.spent}, **_audit(run)
-                )
-            )
         elif move.next_state == HUMAN:
             record_many(events)
             events = []
@@ -282,31 +307,58 @@ def _commit_step(
             run.current_state = move.next_state
             run.lease_expires_at = database_now_plus(settings.RUN_LEASE_SECONDS)
             changed += ["current_state", "lease_expires_at"]
-        if events:
-            # The run's update takes the ledger's lock, and the events go last: the lock that
-            # orders every append is held for as short a time as possible.
-            _insert_and_update(checkpoint, run, changed, *ledger_lock_condition())
-            record_many(events, ledger_locked=True)
-        else:
-            _insert_and_update(checkpoint, run, changed)
-    return now, None
-
-
-def _insert_and_update(checkpoint: StepCheckpoint, run: Run, fields: list[str], *conditions) -> None:
-    """Insert the checkpoint and update the run's `fields`: on PostgreSQL in one statement (a
-    data-modifying WITH), both compiled by Django as it would have sent them one by one."""
-    update = Run.objects.filter(*conditions, pk=run.pk).query.chain(sql.UpdateQuery)
-    update.add_update_values({field: getattr(run, field) for field in fields})
-    if connection.vendor != "postgresql":
         checkpoint.save(force_insert=True)
-        update.get_compiler(connection=connection).execute_sql(CURSOR).close()
-        return
-    insert = sql.InsertQuery(StepCheckpoint)
-    insert.insert_values([f for f in StepCheckpoint._meta.concrete_fields if not f.primary_key], [checkpoint])
-    ((insert_sql, insert_params),) = insert.get_compiler(connection=connection).as_sql()
-    update_sql, update_params = update.get_compiler(connection=connection).as_sql()
-    with connection.cursor() as cursor:
-        cursor.execute(f"WITH checkpoint AS ({insert_sql}) {update_sql}", (*insert_params, *update_params))
+        Run.objects.filter(pk=run.pk).update(**{field: getattr(run, field) for field in changed})
+        if events:
+            record_many(events)
+    return commit_sql.COMMITTED, now
+
+
+def _write_step_in_one_statement(
+    run: Run,
+    lease_token: str,
+    outcome: StepOutcome,
+    move: _Move,
+    decision: PolicyDecision | None,
+    decided_at: datetime,
+    checkpoint: StepCheckpoint,
+) -> tuple[str, datetime | None]:
+    """_write_step on PostgreSQL: one call of the step-commit function (see commit_sql)."""
+    effect = outcome.details.get("effect")
+    finishes = move.next_state == END
+    arguments = [
+        run.pk,
+        lease_token,
+        decided_at if decision is not None else None,
+        settings.RUN_LEASE_SECONDS,
+        commit_sql.row_json(decision) if decision is not None else None,
+        commit_sql.row_json(checkpoint),
+        effect,
+        orjson.dumps(outcome.output).decode() if effect else None,
+        outcome.details.get("effect_id", ""),
+        move.next_state,
+        orjson.dumps(move.spent).decode(),
+        finishes,
+        *append_arguments(_step_events(run, outcome, move)),
+    ]
+    # Outside a transaction block the call is its own transaction; inside a caller's, a
+    # savepoint keeps that transaction usable should the commit fail (as a step that cannot be
+    # stored does).
+    savepoint = contextlib.nullcontext() if not connection.in_atomic_block else transaction.atomic()
+    with savepoint, commit_sql.server_binding_cursor() as cursor:
+        cursor.execute(commit_sql.STEP_COMMIT, arguments)
+        written, at, _decision_id = cursor.fetchone()
+    if written == commit_sql.COMMITTED:  # the run in memory as the function left it
+        run.spent, run.step_attempts, run.claims_since_progress = move.spent, 0, 0
+        run.hop_count += 1
+        run.updated_at = at
+        if finishes:
+            run.status, run.finished_at = Run.Status.SUCCEEDED, at
+            run.lease_owner, run.lease_expires_at = "", None
+        else:
+            run.current_state = move.next_state
+            run.lease_expires_at = at + timedelta(seconds=settings.RUN_LEASE_SECONDS)
+    return written, at
 
 
 def _create_pending(locked: Run, pending: dict) -> PendingAction:

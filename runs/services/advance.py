@@ -11,15 +11,16 @@ import time
 import uuid
 
 from django.conf import settings
-from django.db import InterfaceError, OperationalError, transaction
-from django.db.models import F, Q
+from django.db import InterfaceError, OperationalError, connection, transaction
+from django.db.models import F, Q, sql
 from django.db.models.functions import Now
 
-from controlplane.audit import record
+from controlplane.audit import Entry, append_arguments, record, record_many
 from controlplane.canonical import digest
 from controlplane.dbtime import database_now, database_now_plus
 from controlplane.telemetry import run_span, span
 
+from ..engine import commit_sql
 from ..engine.core import (
     Progress,
     compensation_resume,
@@ -44,13 +45,9 @@ def run_advance(*, run_id: str, worker: str) -> None:
     """Execute the run's next steps while this worker holds its lease, one commit per step."""
     # Unique per claim; the worker's name (a hostname can be long) only helps a reader.
     lease_token = f"{worker[:200]}:{uuid.uuid4().hex[:12]}"
-    if not _claim_lease(run_id, lease_token):
+    run = _claim_lease(run_id, lease_token)
+    if run is None:
         logger.info("run %s is finished or leased to another worker; nothing to do", run_id)
-        return
-    # The one read of the run under this lease (with the database clock); from here the worker
-    # keeps it current itself, and every commit checks that the lease is still its own.
-    run = Run.objects.annotate(read_at=Now()).get(pk=run_id)
-    if run.lease_owner != lease_token:
         return
     with run_span(run):
         _advance_leased(run, lease_token)
@@ -64,7 +61,7 @@ def _advance_leased(run: Run, lease_token: str) -> None:
         _mark_started(run, lease_token)
     slice_ends = time.monotonic() + settings.RUN_TIME_SLICE_SECONDS
     progress = (
-        progress_of(run, now=run.read_at) if run.release_id and run.status == Run.Status.RUNNING else None
+        progress_of(run, now=run.updated_at) if run.release_id and run.status == Run.Status.RUNNING else None
     )
     while _advance_one(run, lease_token, progress):
         if time.monotonic() > slice_ends:
@@ -72,19 +69,23 @@ def _advance_leased(run: Run, lease_token: str) -> None:
             return
 
 
-def _claim_lease(run_id: str, lease_token: str) -> bool:
+def _claim_lease(run_id: str, lease_token: str) -> Run | None:
+    """Take the run's lease if it is free or expired and read the run in the same statement:
+    the one read under this lease (its updated_at is the database time of the claim). From here
+    the worker keeps the run current itself, and every commit checks the lease is still its own."""
     claimable = Q(lease_owner="") | Q(lease_expires_at__lt=Now())
-    claimed = (
-        Run.objects.filter(pk=run_id, status__in=RESUMABLE_STATUSES)
-        .filter(claimable)
-        .update(
-            lease_owner=lease_token,
-            lease_expires_at=database_now_plus(settings.RUN_LEASE_SECONDS),
-            claims_since_progress=F("claims_since_progress") + 1,
-            updated_at=Now(),
-        )
+    claimed = Run.objects.filter(claimable, pk=run_id, status__in=RESUMABLE_STATUSES)
+    claim = claimed.query.chain(sql.UpdateQuery)
+    claim.add_update_values(
+        {
+            "lease_owner": lease_token,
+            "lease_expires_at": database_now_plus(settings.RUN_LEASE_SECONDS),
+            "claims_since_progress": F("claims_since_progress") + 1,
+            "updated_at": Now(),
+        }
     )
-    return claimed == 1
+    statement, params = claim.get_compiler(connection=connection).as_sql()
+    return next(iter(Run.objects.raw(f"{statement} RETURNING *", params)), None)
 
 
 @transaction.atomic
@@ -110,22 +111,28 @@ def _dead_letter_poison(run_id: str, lease_token: str) -> None:
     )
 
 
-@transaction.atomic
 def _mark_started(run: Run, lease_token: str) -> None:
-    started = Run.objects.filter(pk=run.pk, status=Run.Status.QUEUED, lease_owner=lease_token).update(
-        status=Run.Status.RUNNING, updated_at=Now()
+    started = Entry(
+        WORKER_ACTOR,
+        "run.started",
+        run,
+        {"state": run.current_state},
+        trace_id=run.trace_id,
+        run_id=run.pk,
+        release_id=run.release_id,
     )
-    if started:
-        run.status = Run.Status.RUNNING
-        record(
-            WORKER_ACTOR,
-            "run.started",
-            run,
-            {"state": run.current_state},
-            trace_id=run.trace_id,
-            run_id=run.pk,
-            release_id=run.release_id,
-        )
+    if connection.vendor == "postgresql":
+        with commit_sql.server_binding_cursor() as cursor:
+            cursor.execute(commit_sql.MARK_STARTED, [run.pk, lease_token, *append_arguments([started])])
+            if cursor.fetchone()[0]:
+                run.status = Run.Status.RUNNING
+        return
+    with transaction.atomic():
+        if Run.objects.filter(pk=run.pk, status=Run.Status.QUEUED, lease_owner=lease_token).update(
+            status=Run.Status.RUNNING, updated_at=Now()
+        ):
+            run.status = Run.Status.RUNNING
+            record_many([started])
 
 
 def _advance_one(run: Run, lease_token: str, progress: Progress | None) -> bool:

@@ -336,6 +336,30 @@ def test_a_tool_step_past_the_deadline_is_never_called(publish, submit, tool_ser
     assert PolicyDecision.objects.get(decision_point="tool.call").allow is False
 
 
+def test_a_step_that_ends_after_the_deadline_does_not_succeed(publish, submit, tool_server):
+    # Decided on the step's start, in time; the reply comes back after the deadline.
+    publish(
+        workflow(
+            "slow_write",
+            {"name": "open_ticket", "tool": "tickets.create", "agent": "ops_agent", "timeout_s": 10},
+            {"name": "reply", "human_if": ["never_true == true"]},
+        ),
+        tools={"tickets.create": http_tool(tool_server, "tickets.create")},
+    )
+    run = submit("slow_write", {"never_true": False}, deadline=timezone.now() + timedelta(seconds=1.5))
+    tool_server.delay_next(2.5)
+
+    run = advance(run)
+
+    assert run.status != Run.Status.SUCCEEDED and states(run) == []
+    assert run.error == "transition open_ticket -> reply denied: deadline passed"
+    decisions = PolicyDecision.objects.filter(decision_point="step.transition", run_id=str(run.pk))
+    # The decision taken in time stays in the log beside the one taken on the commit's time.
+    assert [d.allow for d in decisions.order_by("pk")] == [True, False]
+    assert tool_server.effects == 1
+    assert Effect.objects.get(run=run).status != Effect.Status.INTENDED  # what the tool did is kept
+
+
 # 5. A transition the workflow does not declare ---------------------------------------------------
 
 

@@ -1,11 +1,10 @@
 """What one step costs in database statements, pinned so that it cannot silently grow again.
 
-A step of a running released workflow, once the worker holds the lease and has read the run:
-lock the run row reading the lease and the database clock; log the transition decision;
-insert the checkpoint and update the run (one statement on PostgreSQL, which also takes the
-ledger's lock); append the step's audit events, also when the run ends (on PostgreSQL one call
-of the append function, which reads the chain head and inserts; on SQLite the head read, then
-one INSERT). Plus BEGIN and COMMIT, which are not counted here.
+A step of a running released workflow, once the worker holds the lease and has read the run,
+on PostgreSQL: one call of the step-commit function, sent outside any transaction block so that
+it commits by itself (no BEGIN, no COMMIT). On SQLite, in a transaction: lock the run row
+reading the lease and the database clock; log the transition decision; insert the checkpoint;
+update the run; append the step's audit events (the head read, then one INSERT).
 """
 
 import pytest
@@ -14,15 +13,16 @@ from django.test.utils import CaptureQueriesContext
 
 from controlplane.audit import verify_chain
 from runs import services
-from runs.models import Run
+from runs.models import Run, StepCheckpoint
 from tests.support.workflows import workflow
 
 pytestmark = pytest.mark.django_db
 POSTGRES = connection.vendor == "postgresql"
-PER_STEP = 4 if POSTGRES else 6
-# Per run: claim the lease, read the run (with the clock), mark it started (the update, then
-# its audit append, which takes the ledger's lock). A new run has no checkpoints to read.
-PER_RUN = 4 if POSTGRES else 5
+PER_STEP = 1 if POSTGRES else 6
+# Per run: claim the lease reading the run in the same statement (UPDATE ... RETURNING), then
+# mark it started with its audit event (on PostgreSQL one statement, which appends only if the
+# run was queued; on SQLite the update, the head read and the INSERT).
+PER_RUN = 2 if POSTGRES else 4
 
 
 def gates(name: str, count: int) -> dict:
@@ -43,20 +43,23 @@ def statements(run: Run) -> list[str]:
 def test_a_step_costs_a_fixed_number_of_statements(publish, submit, steps):
     publish(gates(f"gates_{steps}", steps))
 
-    sql = statements(submit(f"gates_{steps}", {"never_true": False}))
+    run = submit(f"gates_{steps}", {"never_true": False})
+    sql = statements(run)
 
     listing = "\n".join(s[:120] for s in sql)
     assert len(sql) == PER_RUN + PER_STEP * steps, listing
-    assert sum('INSERT INTO "runs_stepcheckpoint"' in s for s in sql) == steps
     appends = [
         s
         for s in sql
         if s.startswith(('INSERT INTO "controlplane_auditevent"', "SELECT * FROM baton_audit_append("))
     ]
-    assert len(appends) == steps + 1
     assert sum(s.startswith("SELECT clock_timestamp()") for s in sql) == 0  # clocks ride along
-    assert sum(s.startswith('SELECT "runs_run"."id"') for s in sql) == 1  # the run is read once
-    if POSTGRES:  # each step's update takes the ledger's lock; the start's append takes it itself
-        assert sum("pg_advisory_xact_lock" in s for s in sql) == steps
-        assert sum(s.startswith("SELECT * FROM baton_audit_append(true") for s in appends) == 1
+    assert sum(s.startswith('SELECT "runs_run"."id"') for s in sql) == 0  # the claim reads the run
+    if POSTGRES:
+        assert sum(s.startswith("SELECT * FROM baton_step_commit(") for s in sql) == steps
+        assert not appends  # the start's event is appended by its update, the steps' by their commits
+    else:
+        assert sum('INSERT INTO "runs_stepcheckpoint"' in s for s in sql) == steps
+        assert len(appends) == steps + 1  # the start's and each step's
+    assert StepCheckpoint.objects.filter(run=run).count() == steps
     assert verify_chain().ok

@@ -1,0 +1,156 @@
+"""A step's commit on PostgreSQL as one statement, which is its own transaction.
+
+Everything a completed step writes goes to the database in one call of a PL/pgSQL function:
+the lease check (row lock), the effect's result, the transition decision's log row, the
+checkpoint, the run's next state and the audit events (through the ledger's append function).
+Sent outside any transaction block, the call commits by itself: one round trip and one commit
+per step, where the same writes sent one by one cost six round trips (BEGIN, four statements,
+COMMIT). A function rather than one plain statement because it keeps its plans for the session.
+
+The rows travel as JSON objects keyed by column (`row_json`) and are read back with
+jsonb_populate_record, so the columns they fill are named once, from the models, when the
+function is installed: a migration that changes runs_run, runs_stepcheckpoint, runs_effect or
+policy_policydecision must install the function again (as 0011 does) with its own models.
+"""
+
+import orjson
+import psycopg
+from django.db import connection, models
+
+from controlplane.ledger_sql import ENTRY_FIELDS
+
+# What the function answers, beside the database time it read under the row lock.
+COMMITTED = "committed"
+LEASE_LOST = "lease_lost"  # cancelled or swept meanwhile: nothing but the effect's result is written
+LATE = "late"  # the deadline passed between the decision's time and the commit: decide again
+
+# The function's argument types, in order; the audit entries come last, one array per field.
+_SIGNATURE = (
+    "uuid", "text", "timestamptz", "double precision", "jsonb", "jsonb", "bigint", "jsonb", "text", "text",
+    "jsonb", "boolean", *("text[]" for _ in ENTRY_FIELDS),
+)  # fmt: skip
+STEP_COMMIT = f"SELECT * FROM baton_step_commit({', '.join(f'%s::{kind}' for kind in _SIGNATURE)})"  # noqa: S608
+
+
+# A queued run's start, also one statement: the status change, and its event appended only when
+# the change was made (the append takes `first` from the updated row, so it runs once per row).
+MARK_STARTED = f"""
+    WITH started AS (
+        UPDATE runs_run SET status = 'running', updated_at = statement_timestamp()
+        WHERE id = %s AND status = 'queued' AND lease_owner = %s
+        RETURNING true AS first
+    )
+    SELECT count(*) FROM started, LATERAL baton_audit_append(
+        started.first, {", ".join("%s::text[]" for _ in ENTRY_FIELDS)}
+    )
+"""  # noqa: S608
+
+
+def server_binding_cursor():
+    """A cursor that sends the parameters apart from the statement (Django's own bind them into
+    its text): the rows' JSON is not escaped into a literal, and the statement, always the same
+    text, is prepared once per connection."""
+    connection.ensure_connection()
+    cursor = psycopg.Cursor(connection.connection)
+    wrap = connection.make_debug_cursor if connection.queries_logged else connection.make_cursor
+    return wrap(cursor)
+
+
+def inserted_fields(model: type[models.Model]) -> list[models.Field]:
+    """The columns an insert names: the database fills the key and the columns with defaults."""
+    return [f for f in model._meta.concrete_fields if not f.primary_key and not f.has_db_default()]
+
+
+def row_json(instance: models.Model) -> str:
+    """An unsaved instance as the JSON object the function inserts."""
+    row = {f.column: f.value_from_object(instance) for f in inserted_fields(type(instance))}
+    return orjson.dumps(row, option=orjson.OPT_NON_STR_KEYS).decode()
+
+
+_FUNCTION = """
+    CREATE OR REPLACE FUNCTION baton_step_commit(
+        run_pk uuid, lease_token text, decided_at timestamptz, lease_seconds double precision,
+        decision_row jsonb, checkpoint_row jsonb,
+        effect_pk bigint, effect_result jsonb, effect_ref text,
+        next_state text, spent_now jsonb, finishes boolean,
+        {entry_arrays}
+    ) RETURNS TABLE (outcome text, committed_at timestamptz, decision_id bigint)
+    LANGUAGE plpgsql VOLATILE AS $$
+    DECLARE
+        owner text;
+        run_deadline timestamptz;
+    BEGIN
+        SELECT r.lease_owner, r.deadline INTO owner, run_deadline
+        FROM {run} AS r WHERE r.id = run_pk FOR UPDATE;
+        committed_at := clock_timestamp();
+        -- What the tool did is kept whatever becomes of the run.
+        IF effect_pk IS NOT NULL THEN
+            UPDATE {effect} AS e SET status = '{effect_committed}', result = effect_result,
+                effect_id = effect_ref, updated_at = committed_at
+            WHERE e.id = effect_pk;
+        END IF;
+        IF owner IS DISTINCT FROM lease_token THEN
+            outcome := '{lease_lost}';
+            RETURN NEXT;
+            RETURN;
+        END IF;
+        IF decision_row IS NOT NULL THEN
+            INSERT INTO {decision} ({decision_columns})
+            SELECT {decision_columns} FROM jsonb_populate_record(NULL::{decision}, decision_row)
+            RETURNING id INTO decision_id;
+        END IF;
+        -- Decided in time but committing late: the decision stays logged, and nothing else.
+        IF decided_at <= run_deadline AND committed_at > run_deadline THEN
+            outcome := '{late}';
+            RETURN NEXT;
+            RETURN;
+        END IF;
+        INSERT INTO {checkpoint} ({checkpoint_columns})
+        SELECT {checkpoint_columns} FROM jsonb_populate_record(NULL::{checkpoint}, checkpoint_row);
+        UPDATE {run} AS r SET
+            spent = spent_now, step_attempts = 0, claims_since_progress = 0,
+            hop_count = r.hop_count + 1, updated_at = committed_at,
+            current_state = CASE WHEN finishes THEN r.current_state ELSE next_state END,
+            status = CASE WHEN finishes THEN '{succeeded}' ELSE r.status END,
+            finished_at = CASE WHEN finishes THEN committed_at ELSE r.finished_at END,
+            lease_owner = CASE WHEN finishes THEN '' ELSE r.lease_owner END,
+            lease_expires_at = CASE WHEN finishes THEN NULL
+                ELSE committed_at + make_interval(secs => lease_seconds) END
+        WHERE r.id = run_pk;
+        PERFORM count(*) FROM baton_audit_append(true, {entry_names});
+        outcome := '{committed}';
+        RETURN NEXT;
+    END
+    $$
+"""
+
+
+def install_step_commit_function(cursor, apps) -> None:
+    """Create (or replace) baton_step_commit for the tables of `apps` (a migration's models)."""
+    run, checkpoint = apps.get_model("runs", "Run"), apps.get_model("runs", "StepCheckpoint")
+    effect, decision = apps.get_model("runs", "Effect"), apps.get_model("policy", "PolicyDecision")
+
+    def columns(model) -> str:
+        return ", ".join(f.column for f in inserted_fields(model))
+
+    cursor.execute(
+        _FUNCTION.format(
+            entry_arrays=", ".join(f"{field}s text[]" for field in ENTRY_FIELDS),
+            entry_names=", ".join(f"{field}s" for field in ENTRY_FIELDS),
+            run=run._meta.db_table,
+            effect=effect._meta.db_table,
+            decision=decision._meta.db_table,
+            checkpoint=checkpoint._meta.db_table,
+            decision_columns=columns(decision),
+            checkpoint_columns=columns(checkpoint),
+            effect_committed="committed",
+            succeeded="succeeded",
+            lease_lost=LEASE_LOST,
+            late=LATE,
+            committed=COMMITTED,
+        )
+    )
+
+
+def drop_step_commit_function(cursor) -> None:
+    cursor.execute(f"DROP FUNCTION IF EXISTS baton_step_commit({', '.join(_SIGNATURE)})")
