@@ -26,7 +26,7 @@ from policy.bundles import PolicyBundle, governance_bundle
 from policy.services import decision_input, policy_decide
 from runs.engine.released import released_workflow
 from runs.models import PendingAction, Run
-from runs.services.decisions import pending_action_decide, pending_action_expire
+from runs.services.decisions import pending_action_expire, pending_action_settle
 
 from .models import ApprovalDecision, ReviewerClearance
 from .notifiers import notify_on_commit
@@ -232,9 +232,10 @@ def _decide_under_lock(
         **_audit_ids(run),
     )
     if not approve:
-        record_many([decided])
-        pending_action_decide(pending_action_id=pending.pk, approved=False, actor=actor, reason=reason)
-        pending.status = PendingAction.Status.REJECTED
+        # The run follows its rejection path; the decision is appended with the run's event.
+        pending_action_settle(
+            pending=pending, run=run, approved=False, actor=actor, reason=reason, audit_first=[decided]
+        )
         notify_on_commit("decided", pending, decision=recorded)
         return recorded, []
     pending.approvals += 1
@@ -266,10 +267,17 @@ def _decide_under_lock(
         record_many([decided], ledger_locked=True)
         notify_on_commit("advanced", pending, decision=recorded)
     else:
-        _save_and_lock_ledger(pending, approvals=pending.approvals)
-        record_many([decided], ledger_locked=True)
-        pending_action_decide(pending_action_id=pending.pk, approved=True, actor=actor, reason=reason)
-        pending.status = PendingAction.Status.APPROVED
+        # The run resumes; the count is written with the request's status, the decision
+        # appended with the run's event.
+        pending_action_settle(
+            pending=pending,
+            run=run,
+            approved=True,
+            actor=actor,
+            reason=reason,
+            audit_first=[decided],
+            approvals=pending.approvals,
+        )
         notify_on_commit("decided", pending, decision=recorded)
     return recorded, []
 

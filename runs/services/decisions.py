@@ -1,12 +1,13 @@
 """Human decisions on parked runs, as the approvals app hands them down."""
 
+from collections.abc import Sequence
 from typing import Any
 
 from django.conf import settings
 from django.db import transaction
 from django.db.models.functions import Now
 
-from controlplane.audit import record
+from controlplane.audit import Entry, ledger_lock_condition, record, record_many
 from controlplane.dbtime import database_now_plus
 from controlplane.errors import Conflict, NotFound
 
@@ -22,10 +23,32 @@ def pending_action_decide(*, pending_action_id: int, approved: bool, actor: Any,
     Exactly one decision wins."""
     with transaction.atomic():
         pending, run = _lock_pending(pending_action_id)
-        pending.status = PendingAction.Status.APPROVED if approved else PendingAction.Status.REJECTED
-        pending.decided_at = Now()
-        pending.save(update_fields=["status", "decided_at"])
-        record(
+        return pending_action_settle(pending=pending, run=run, approved=approved, actor=actor, reason=reason)
+
+
+def pending_action_settle(
+    *,
+    pending: PendingAction,
+    run: Run,
+    approved: bool,
+    actor: Any,
+    reason: str = "",
+    audit_first: Sequence[Entry] = (),
+    **pending_changes: Any,
+) -> Run:
+    """`pending_action_decide` for a caller that holds the pending request's row lock in its
+    own transaction and has seen it pending (the approvals app locks it with the run read in
+    one statement). Only what changes is written: the request (with `pending_changes`, more of
+    its columns), the run if it still waits for this decision (else Conflict), then the
+    caller's `audit_first` events and this decision's in one append."""
+    pending.status = PendingAction.Status.APPROVED if approved else PendingAction.Status.REJECTED
+    PendingAction.objects.filter(pk=pending.pk).update(
+        status=pending.status, decided_at=Now(), **pending_changes
+    )
+    audit = _audit(run)
+    events = [
+        *audit_first,
+        Entry(
             actor,
             "run.approved" if approved else "run.rejected",
             run,
@@ -35,18 +58,23 @@ def pending_action_decide(*, pending_action_id: int, approved: bool, actor: Any,
                 "action_hash": pending.action_hash,
                 "reason": reason,
             },
-            **_audit(run),
-        )
-        handoff = "handoff" in pending.proposed_action
-        if approved and handoff:
-            run.status, run.finished_at = Run.Status.SUCCEEDED, Now()
-            record(actor, "run.succeeded", run, {"resolved_by": "human"}, **_audit(run))
-        elif approved:
-            _requeue(run)
-        else:
-            _follow_rejection_path(run, pending, handoff)
-        run.updated_at = Now()
-        run.save()
+            **audit,
+        ),
+    ]
+    handoff = "handoff" in pending.proposed_action
+    if approved and handoff:
+        changes = {"status": Run.Status.SUCCEEDED, "finished_at": Now()}
+        events.append(Entry(actor, "run.succeeded", run, {"resolved_by": "human"}, **audit))
+    elif approved:
+        changes = _requeue(run)
+    else:
+        changes = _follow_rejection_path(run, pending, handoff)
+    # The run's update takes the ledger's lock: the append goes last, in the next round trip.
+    waiting = Run.objects.filter(*ledger_lock_condition(), pk=run.pk, status=Run.Status.WAITING_APPROVAL)
+    if not waiting.update(**changes, updated_at=Now()):
+        raise Conflict("The run no longer waits for this decision.")
+    _set(run, changes)
+    record_many(events, ledger_locked=True)
     return run
 
 
@@ -65,7 +93,7 @@ def pending_action_expire(*, pending_action_id: int, actor: Any, fail: bool) -> 
             **_audit(run),
         )
         if fail:
-            _fail(run, f"the approval request for {pending.state} expired")
+            _set(run, _fail(run, f"the approval request for {pending.state} expired"))
             record(
                 actor,
                 "run.failed" if run.status == Run.Status.FAILED else "run.compensating",
@@ -74,7 +102,7 @@ def pending_action_expire(*, pending_action_id: int, actor: Any, fail: bool) -> 
                 **_audit(run),
             )
         else:
-            _follow_rejection_path(run, pending, "handoff" in pending.proposed_action)
+            _set(run, _follow_rejection_path(run, pending, "handoff" in pending.proposed_action))
         run.updated_at = Now()
         run.save()
     return run
@@ -89,36 +117,44 @@ def _lock_pending(pending_action_id: int) -> tuple[PendingAction, Run]:
     return pending, Run.objects.select_for_update().get(pk=pending.run_id)
 
 
-def _follow_rejection_path(run: Run, pending: PendingAction, handoff: bool) -> None:
+def _follow_rejection_path(run: Run, pending: PendingAction, handoff: bool) -> dict[str, Any]:
     on_reject = (
         ""
         if handoff or not run.release_id
         else released_workflow(run.release_id).step(pending.state).get("on_reject", "")
     )
     if on_reject not in ("", "end", "fail"):
-        run.current_state = on_reject
-        _requeue(run)
-    elif on_reject == "fail":
-        _fail(run, f"the request for {pending.state} was rejected")
-    else:
-        run.status, run.finished_at = Run.Status.REJECTED, Now()
+        return {"current_state": on_reject, **_requeue(run)}
+    if on_reject == "fail":
+        return _fail(run, f"the request for {pending.state} was rejected")
+    return {"status": Run.Status.REJECTED, "finished_at": Now()}
 
 
-def _fail(run: Run, error: str) -> None:
+def _fail(run: Run, error: str) -> dict[str, Any]:
     """Fail the run; effects it already committed are undone first (saga), by a worker."""
-    run.error = error
     if Effect.objects.filter(run=run, status=Effect.Status.COMMITTED).exists():
-        run.status = Run.Status.COMPENSATING
-        run.lease_owner, run.lease_expires_at = "", database_now_plus(settings.RUN_LEASE_SECONDS)
         enqueue_on_commit(run.pk)
-    else:
-        run.status, run.finished_at = Run.Status.FAILED, Now()
+        return {
+            "error": error,
+            "status": Run.Status.COMPENSATING,
+            "lease_owner": "",
+            "lease_expires_at": database_now_plus(settings.RUN_LEASE_SECONDS),
+        }
+    return {"error": error, "status": Run.Status.FAILED, "finished_at": Now()}
 
 
-def _requeue(run: Run) -> None:
-    run.status = Run.Status.QUEUED
-    run.lease_owner, run.lease_expires_at = "", database_now_plus(settings.RUN_LEASE_SECONDS)
+def _requeue(run: Run) -> dict[str, Any]:
     enqueue_on_commit(run.pk)
+    return {
+        "status": Run.Status.QUEUED,
+        "lease_owner": "",
+        "lease_expires_at": database_now_plus(settings.RUN_LEASE_SECONDS),
+    }
+
+
+def _set(run: Run, changes: dict[str, Any]) -> None:
+    for field, value in changes.items():
+        setattr(run, field, value)
 
 
 def _audit(run: Run) -> dict:

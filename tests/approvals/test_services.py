@@ -4,8 +4,9 @@ from datetime import timedelta
 
 import pytest
 from django.contrib.auth.models import Group
-from django.db import DatabaseError, transaction
+from django.db import DatabaseError, connection, transaction
 from django.db.models.functions import Now
+from django.test.utils import CaptureQueriesContext
 
 from approvals import selectors, services
 from approvals.models import ApprovalDecision
@@ -106,6 +107,19 @@ def test_the_agent_identity_can_never_decide(parked, demo_registry):
     with pytest.raises(Forbidden, match="agent"):
         decide(pending, agent_user)
     assert selectors.pending_count_for(agent_user) == 0
+
+
+def test_an_approval_that_resumes_the_run_reads_and_writes_each_row_once(parked, reviewer):
+    pending = parked()
+    with CaptureQueriesContext(connection) as queries:
+        decide(pending, reviewer)
+    statements = [query["sql"] for query in queries.captured_queries]
+    # One transaction (a savepoint inside the test's): the run's part takes none of its own.
+    assert len([sql for sql in statements if sql.startswith("SAVEPOINT")]) == 1
+    assert len([sql for sql in statements if sql.startswith('SELECT "runs_pendingaction"')]) == 1
+    assert len([sql for sql in statements if sql.startswith('UPDATE "runs_pendingaction"')]) == 1
+    assert len([sql for sql in statements if sql.startswith('UPDATE "runs_run"')]) == 1
+    assert Run.objects.get(pk=pending.run_id).status == Run.Status.QUEUED
 
 
 def test_a_reviewer_outside_the_approver_group_is_refused(parked, platform_user):
