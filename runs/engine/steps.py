@@ -8,7 +8,6 @@ import re
 from dataclasses import dataclass, field
 from typing import Any
 
-from django.db import transaction
 from django.db.models.functions import Now
 
 from controlplane.canonical import digest
@@ -338,7 +337,7 @@ def tool_decision_input(run, released, step, spec, agent: Agent | None, agent_sl
 
 
 def _tool_decision(run, released, step, spec, agent_slug, args, facts, now) -> Decision:
-    agent = Agent.objects.filter(slug=agent_slug).first()
+    agent = Agent.objects.select_related("service_user").filter(slug=agent_slug).first()
     return policy_decide(
         "tool.call",
         tool_decision_input(run, released, step, spec, agent, agent_slug, args, facts, now),
@@ -399,18 +398,18 @@ def _call_tool(run, released, step, spec, args, key, decision) -> StepOutcome:
     if spec["side_effect"] == "read":
         return _read(call, step, decision)
     compensation = step.get("compensate") or spec.get("compensation_tool", "")
-    with transaction.atomic():
-        # Write-ahead: the intent is committed before the call, so a crash after it is seen.
-        effect, created = Effect.objects.get_or_create(
-            idempotency_key=key,
-            defaults={
-                "run": run,
-                "state": step["name"],
-                "tool": step["tool"],
-                "args": args,
-                "compensation_tool": compensation,
-            },
-        )
+    # Write-ahead: the intent is committed before the call, so a crash after it is seen
+    # (get_or_create commits its INSERT in a transaction of its own: no savepoint needed).
+    effect, created = Effect.objects.get_or_create(
+        idempotency_key=key,
+        defaults={
+            "run": run,
+            "state": step["name"],
+            "tool": step["tool"],
+            "args": args,
+            "compensation_tool": compensation,
+        },
+    )
     details = {
         "kind": "tool",
         "tool": step["tool"],
