@@ -20,6 +20,9 @@ AWKWARD_TEXT = [
     "<script>alert(1)</script>",
 ]
 
+# Where Python's float repr and JavaScript's Number-to-string part ways, and where they agree.
+FLOATS = [0.1, 1.0, -0.0, 2.5, 1e21, 1e20, 1e16, 1e15 + 0.5, 1e-7, 1e-6, 1e-5, 0.0001, 123.456, 5e-324]
+FLOATS += [1.7976931348623157e308, -1234.5678, 0.30000000000000004, 1795279816.713267]
 KEYS = ["a", "B", "z", "_", "10", "9", "é", "ü", "€", "😀", "\ufb01", "a\x00"]
 
 
@@ -37,7 +40,7 @@ def random_document(rng: random.Random, depth: int = 0):
     if kind == "null":
         return None
     if kind == "float":
-        return rng.choice([0.1, 1.0, -0.0, 1e21, 1e-7, 123.456, rng.uniform(-1e6, 1e6)])
+        return rng.choice([*FLOATS, rng.uniform(-1e6, 1e6), rng.uniform(0, 1e-3), 1.7e9 + rng.random()])
     if kind == "big":
         return rng.choice([2**53 - 1, -(2**53) + 1, 0])
     if kind == "list":
