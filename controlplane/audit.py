@@ -90,9 +90,10 @@ def record_many(entries: list[Entry], *, ledger_locked: bool = False) -> list[Au
 def _append_postgres(entries: list[Entry], *, lock: bool) -> list[AuditEvent]:
     """One round trip: a function takes the lock (unless held already), reads the head, hashes
     the events on it and inserts them (see ledger_sql)."""
-    events = [_event(entry) for entry in entries]
+    fields = [_event_fields(entry) for entry in entries]
+    events = [AuditEvent(**each) for each in fields]
     with connection.cursor() as cursor:
-        cursor.execute(ledger_sql.APPEND, [lock, *_append_columns(events)])
+        cursor.execute(ledger_sql.APPEND, [lock, *_append_columns(fields)])
         appended = cursor.fetchall()
     for event, (seq, created_at, prev_hash, event_hash) in zip(events, appended, strict=True):
         event.seq, event.created_at, event.prev_hash, event.hash = seq, created_at, prev_hash, event_hash
@@ -103,33 +104,37 @@ def _append_postgres(entries: list[Entry], *, lock: bool) -> list[AuditEvent]:
 def append_arguments(entries: list[Entry]) -> list[list[str]]:
     """The append function's arrays for `entries` (one per ledger_sql.ENTRY_FIELDS), for a
     statement of the caller's that appends them itself, on PostgreSQL."""
-    return _append_columns([_event(entry) for entry in entries])
+    return _append_columns([_event_fields(entry) for entry in entries])
 
 
-def _append_columns(events: list[AuditEvent]) -> list[list[str]]:
-    columns = [[getattr(event, field) for event in events] for field in ledger_sql.ENTRY_FIELDS]
-    columns[ledger_sql.ENTRY_FIELDS.index("payload")] = [json.dumps(event.payload) for event in events]
+def _append_columns(events: list[dict]) -> list[list[str]]:
+    columns = [[event[field] for event in events] for field in ledger_sql.ENTRY_FIELDS]
+    columns[ledger_sql.ENTRY_FIELDS.index("payload")] = [json.dumps(event["payload"]) for event in events]
     return columns
 
 
 def _event(entry: Entry) -> AuditEvent:
     """The event for `entry`, not yet placed in the chain (no seq, time or hashes)."""
+    return AuditEvent(**_event_fields(entry))
+
+
+def _event_fields(entry: Entry) -> dict:
     if isinstance(entry.obj, models.Model):
         ref = ObjectRef(type=entry.obj._meta.label_lower, id=str(entry.obj.pk))
     else:
         ref = entry.obj
     payload = entry.payload or {}
-    return AuditEvent(
-        actor=str(entry.actor),
-        action=entry.action,
-        object_type=ref.type,
-        object_id=ref.id,
-        trace_id=entry.trace_id,
-        run_id=str(entry.run_id or ""),
-        release_id=entry.release_id,
-        payload=payload,
-        payload_digest=digest(payload),
-    )
+    return {
+        "actor": str(entry.actor),
+        "action": entry.action,
+        "object_type": ref.type,
+        "object_id": ref.id,
+        "trace_id": entry.trace_id,
+        "run_id": str(entry.run_id or ""),
+        "release_id": entry.release_id,
+        "payload": payload,
+        "payload_digest": digest(payload),
+    }
 
 
 def chain_hash(prev_hash: str, event: AuditEvent) -> str:

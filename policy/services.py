@@ -161,10 +161,11 @@ def policy_record(
     run_id: Any = "",
 ) -> Decision:
     """Log a decision evaluated earlier, inside the transaction of the action it governs."""
-    row = decision_row(
-        point, document, decision, bundle=bundle, actor=actor, trace_id=trace_id, run_id=run_id
+    row = PolicyDecision.objects.create(
+        **decision_row(
+            point, document, decision, bundle=bundle, actor=actor, trace_id=trace_id, run_id=run_id
+        )
     )
-    row.save(force_insert=True)
     return Decision(**{**decision.__dict__, "decision_id": row.pk})
 
 
@@ -177,29 +178,29 @@ def decision_row(
     actor: Any = "",
     trace_id: str = "",
     run_id: Any = "",
-) -> PolicyDecision:
-    """The log row of a decision, not yet saved: for writers that insert it with other rows."""
-    return PolicyDecision(
-        decision_point=point,
-        input_version=INPUT_VERSION,
-        input=redact(point, document),
-        input_digest=digest(document),
-        bundle_name=bundle.name,
-        bundle_version=bundle.version,
-        bundle_digest=bundle.digest,
-        engine=decision.engine,
-        allow=decision.allow,
-        require_approval=decision.require_approval,
-        approvers=decision.approvers,
-        quorum=decision.quorum,
-        reasons=decision.reasons,
-        obligations=decision.obligations,
-        failure=decision.failure,
-        latency_us=decision.latency_us,
-        actor=str(actor),
-        trace_id=trace_id,
-        run_id=str(run_id or ""),
-    )
+) -> dict[str, Any]:
+    """The log row of a decision, field by field: for writers that insert it with other rows."""
+    return {
+        "decision_point": point,
+        "input_version": INPUT_VERSION,
+        "input": redact(point, document),
+        "input_digest": digest(document),
+        "bundle_name": bundle.name,
+        "bundle_version": bundle.version,
+        "bundle_digest": bundle.digest,
+        "engine": decision.engine,
+        "allow": decision.allow,
+        "require_approval": decision.require_approval,
+        "approvers": decision.approvers,
+        "quorum": decision.quorum,
+        "reasons": decision.reasons,
+        "obligations": decision.obligations,
+        "failure": decision.failure,
+        "latency_us": decision.latency_us,
+        "actor": str(actor),
+        "trace_id": trace_id,
+        "run_id": str(run_id or ""),
+    }
 
 
 def redact(point: str, document: dict) -> dict:

@@ -7,13 +7,12 @@ Sent outside any transaction block, the call commits by itself: one round trip a
 per step, where the same writes sent one by one cost six round trips (BEGIN, four statements,
 COMMIT). A function rather than one plain statement because it keeps its plans for the session.
 
-The rows travel as JSON objects keyed by column (`row_json`) and are read back with
+The rows travel as JSON objects keyed by column and are read back with
 jsonb_populate_record, so the columns they fill are named once, from the models, when the
 function is installed: a migration that changes runs_run, runs_stepcheckpoint, runs_effect or
 policy_policydecision must install the function again (as 0011 does) with its own models.
 """
 
-import orjson
 import psycopg
 from django.db import connection, models
 
@@ -59,12 +58,6 @@ def server_binding_cursor():
 def inserted_fields(model: type[models.Model]) -> list[models.Field]:
     """The columns an insert names: the database fills the key and the columns with defaults."""
     return [f for f in model._meta.concrete_fields if not f.primary_key and not f.has_db_default()]
-
-
-def row_json(instance: models.Model) -> str:
-    """An unsaved instance as the JSON object the function inserts."""
-    row = {f.column: f.value_from_object(instance) for f in inserted_fields(type(instance))}
-    return orjson.dumps(row, option=orjson.OPT_NON_STR_KEYS).decode()
 
 
 _FUNCTION = """

@@ -11,6 +11,7 @@ import logging
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from functools import partial
 from typing import Any
 
 import orjson
@@ -154,8 +155,8 @@ def _previous_agent(released: ReleasedWorkflow, results: dict) -> str | None:
 
 def _transition_decision(
     run: Run, released: ReleasedWorkflow, move: _Move, now: float
-) -> tuple[Decision, PolicyDecision]:
-    """The decision, and its log row: inserted by the transaction that commits or fails the move."""
+) -> tuple[Decision, dict]:
+    """The decision, and its log row's fields: inserted by the transaction that commits or fails the move."""
     document = transition_decision_input(
         run,
         released,
@@ -221,7 +222,7 @@ def _commit_step(
             verdict, decision = _transition_decision(run, released, move, decided_at.timestamp())
             if not verdict.allow:
                 record_committed_effect(outcome.details, outcome.output)  # the saga must undo it
-                return None, (verdict, decision.save)
+                return None, (verdict, partial(PolicyDecision.objects.create, **decision))
         written, at = _write_step(run, lease_token, outcome, move, decision, decided_at)
         if written != commit_sql.LATE:
             return (at if written == commit_sql.COMMITTED else None), None
@@ -250,20 +251,20 @@ def _write_step(
     lease_token: str,
     outcome: StepOutcome,
     move: _Move,
-    decision: PolicyDecision | None,
+    decision: dict | None,
     decided_at: datetime,
 ) -> tuple[str, datetime | None]:
     """Commit the step: the effect's result, the decision, checkpoint, run and audit events, in
     one transaction under the run's lock, if the lease is still ours and the decision on time.
     (What happened, the database time it happened at.)"""
-    checkpoint = StepCheckpoint(
-        run=run,
-        sequence=move.sequence,
-        state=move.state,
-        output=by_reference(outcome.output),
-        details=outcome.details,
-        started_at=move.started_at,
-    )
+    checkpoint = {
+        "run_id": run.pk,
+        "sequence": move.sequence,
+        "state": move.state,
+        "output": by_reference(outcome.output),
+        "details": outcome.details,
+        "started_at": move.started_at,
+    }
     if connection.vendor == "postgresql" and move.next_state != HUMAN:
         return _write_step_in_one_statement(run, lease_token, outcome, move, decision, decided_at, checkpoint)
     with transaction.atomic():
@@ -274,7 +275,7 @@ def _write_step(
         if now is None:
             return commit_sql.LEASE_LOST, None
         if decision is not None:
-            decision.save(force_insert=True)
+            PolicyDecision.objects.create(**decision)
             if run.deadline is not None and decided_at <= run.deadline < now:
                 return commit_sql.LATE, now  # decided in time, committing late: decide again
         run.spent, run.step_attempts, run.claims_since_progress = move.spent, 0, 0
@@ -307,7 +308,7 @@ def _write_step(
             run.current_state = move.next_state
             run.lease_expires_at = database_now_plus(settings.RUN_LEASE_SECONDS)
             changed += ["current_state", "lease_expires_at"]
-        checkpoint.save(force_insert=True)
+        StepCheckpoint.objects.create(**checkpoint)
         Run.objects.filter(pk=run.pk).update(**{field: getattr(run, field) for field in changed})
         if events:
             record_many(events)
@@ -319,9 +320,9 @@ def _write_step_in_one_statement(
     lease_token: str,
     outcome: StepOutcome,
     move: _Move,
-    decision: PolicyDecision | None,
+    decision: dict | None,
     decided_at: datetime,
-    checkpoint: StepCheckpoint,
+    checkpoint: dict,
 ) -> tuple[str, datetime | None]:
     """_write_step on PostgreSQL: one call of the step-commit function (see commit_sql)."""
     effect = outcome.details.get("effect")
@@ -331,8 +332,8 @@ def _write_step_in_one_statement(
         lease_token,
         decided_at if decision is not None else None,
         settings.RUN_LEASE_SECONDS,
-        commit_sql.row_json(decision) if decision is not None else None,
-        commit_sql.row_json(checkpoint),
+        orjson.dumps(decision, option=orjson.OPT_NON_STR_KEYS).decode() if decision is not None else None,
+        orjson.dumps(checkpoint, option=orjson.OPT_NON_STR_KEYS).decode(),
         effect,
         orjson.dumps(outcome.output).decode() if effect else None,
         outcome.details.get("effect_id", ""),
