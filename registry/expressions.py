@@ -6,6 +6,7 @@ walks it. Variable values are copied into plain JSON-like types before any opera
 them, so no method defined by a caller's class is ever invoked.
 """
 
+import functools
 import operator
 import re
 from collections.abc import Iterator, Mapping
@@ -250,8 +251,10 @@ class _Parser:
         return Call(name.text, args)
 
 
+@functools.lru_cache(maxsize=4096)
 def parse(text: str) -> Expression:
-    """Parse `text`, raising ExpressionError with the offending position."""
+    """Parse `text`, raising ExpressionError with the offending position. Expressions are
+    immutable, and a worker meets the same few conditions at every step: each is parsed once."""
     if len(text) > MAX_LENGTH:
         raise ExpressionError(f"expression longer than {MAX_LENGTH} characters", text, MAX_LENGTH)
     if not text.strip():
