@@ -42,9 +42,11 @@ def pending_action_settle(
     its columns), the run if it still waits for this decision (else Conflict), then the
     caller's `audit_first` events and this decision's in one append."""
     pending.status = PendingAction.Status.APPROVED if approved else PendingAction.Status.REJECTED
-    PendingAction.objects.filter(pk=pending.pk).update(
-        status=pending.status, decided_at=Now(), **pending_changes
-    )
+    pending.decided_at = Now()
+    for field, value in pending_changes.items():
+        setattr(pending, field, value)
+    # A save, not a queryset update: its post_save signal closes the approval.wait span.
+    pending.save(update_fields=["status", "decided_at", *pending_changes])
     audit = _audit(run)
     events = [
         *audit_first,
