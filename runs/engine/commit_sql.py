@@ -18,6 +18,8 @@ from django.db import connection, models
 
 from controlplane.ledger_sql import ENTRY_FIELDS
 
+from ..models import Run
+
 # What the function answers, beside the database time it read under the row lock.
 COMMITTED = "committed"
 LEASE_LOST = "lease_lost"  # cancelled or swept meanwhile: nothing but the effect's result is written
@@ -35,8 +37,8 @@ STEP_COMMIT = f"SELECT * FROM baton_step_commit({', '.join(f'%s::{kind}' for kin
 # the change was made (the append takes `first` from the updated row, so it runs once per row).
 MARK_STARTED = f"""
     WITH started AS (
-        UPDATE runs_run SET status = 'running', updated_at = statement_timestamp()
-        WHERE id = %s AND status = 'queued' AND lease_owner = %s
+        UPDATE {Run._meta.db_table} SET status = '{Run.Status.RUNNING}', updated_at = statement_timestamp()
+        WHERE id = %s AND status = '{Run.Status.QUEUED}' AND lease_owner = %s
         RETURNING true AS first
     )
     SELECT count(*) FROM started, LATERAL baton_audit_append(
@@ -67,7 +69,7 @@ _FUNCTION = """
         effect_pk bigint, effect_result jsonb, effect_ref text,
         next_state text, spent_now jsonb, finishes boolean,
         {entry_arrays}
-    ) RETURNS TABLE (outcome text, committed_at timestamptz, decision_id bigint)
+    ) RETURNS TABLE (outcome text, committed_at timestamptz)
     LANGUAGE plpgsql VOLATILE AS $$
     DECLARE
         owner text;
@@ -89,8 +91,7 @@ _FUNCTION = """
         END IF;
         IF decision_row IS NOT NULL THEN
             INSERT INTO {decision} ({decision_columns})
-            SELECT {decision_columns} FROM jsonb_populate_record(NULL::{decision}, decision_row)
-            RETURNING id INTO decision_id;
+            SELECT {decision_columns} FROM jsonb_populate_record(NULL::{decision}, decision_row);
         END IF;
         -- Decided in time but committing late: the decision stays logged, and nothing else.
         IF decided_at <= run_deadline AND committed_at > run_deadline THEN

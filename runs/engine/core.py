@@ -348,7 +348,7 @@ def _write_step_in_one_statement(
     savepoint = contextlib.nullcontext() if not connection.in_atomic_block else transaction.atomic()
     with savepoint, commit_sql.server_binding_cursor() as cursor:
         cursor.execute(commit_sql.STEP_COMMIT, arguments)
-        written, at, _decision_id = cursor.fetchone()
+        written, at = cursor.fetchone()
     if written == commit_sql.COMMITTED:  # the run in memory as the function left it
         run.spent, run.step_attempts, run.claims_since_progress = move.spent, 0, 0
         run.hop_count += 1
