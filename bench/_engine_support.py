@@ -19,8 +19,7 @@ from django.db import connection, connections, transaction
 
 import runs.services.advance as advance_module
 import runs.services.submission as submission_module
-from controlplane import ledger_sql
-from controlplane.audit import Entry, ObjectRef, append_arguments, record_many, verify_chain
+from controlplane.audit import Entry, ObjectRef, append_argument, record_many, verify_chain
 from controlplane.canonical import digest
 from controlplane.identity import PLATFORM, actor_for
 from controlplane.models import AuditEvent
@@ -209,16 +208,15 @@ def audit_appends(count: int, batch: int = 20) -> tuple[list[float], list[float]
         )
 
     # `g > 0` (true) ties each call to its row: a call that depends on nothing is made once.
-    arrays = ", ".join("%s::text[]" for _ in ledger_sql.ENTRY_FIELDS)
-    repeated = f"SELECT count(*) FROM generate_series(1, %s) g, LATERAL baton_audit_append(g > 0, {arrays})"
+    repeated = "SELECT count(*) FROM generate_series(1, %s) g, LATERAL baton_audit_append(g > 0, %s::jsonb)"
     as_in_step, in_transaction, with_commit = [], [], []
     for first in range(0, count, batch):
         built = time.perf_counter()
-        arguments = [append_arguments([entry(n)]) for n in range(first, first + batch)]
+        arguments = [append_argument([entry(n)]) for n in range(first, first + batch)]
         building = (time.perf_counter() - built) / batch
         with transaction.atomic(), connection.cursor() as cursor:
             appended = time.perf_counter()
-            cursor.execute(repeated, [batch, *arguments[0]])
+            cursor.execute(repeated, [batch, arguments[0]])
             in_database = (time.perf_counter() - appended) / batch
         as_in_step.extend([building + in_database] * batch)
     for n in range(count):

@@ -93,7 +93,7 @@ def _append_postgres(entries: list[Entry], *, lock: bool) -> list[AuditEvent]:
     fields = [_event_fields(entry) for entry in entries]
     events = [AuditEvent(**each) for each in fields]
     with connection.cursor() as cursor:
-        cursor.execute(ledger_sql.APPEND, [lock, *_append_columns(fields)])
+        cursor.execute(ledger_sql.APPEND, [lock, _entries_json(fields)])
         appended = cursor.fetchall()
     for event, (seq, created_at, prev_hash, event_hash) in zip(events, appended, strict=True):
         event.seq, event.created_at, event.prev_hash, event.hash = seq, created_at, prev_hash, event_hash
@@ -101,16 +101,17 @@ def _append_postgres(entries: list[Entry], *, lock: bool) -> list[AuditEvent]:
     return events
 
 
-def append_arguments(entries: list[Entry]) -> list[list[str]]:
-    """The append function's arrays for `entries` (one per ledger_sql.ENTRY_FIELDS), for a
-    statement of the caller's that appends them itself, on PostgreSQL."""
-    return _append_columns([_event_fields(entry) for entry in entries])
+def append_argument(entries: list[Entry]) -> str:
+    """The append function's `entries` argument (a JSON array) for `entries`, for a statement of
+    the caller's that appends them itself, on PostgreSQL."""
+    return _entries_json([_event_fields(entry) for entry in entries])
 
 
-def _append_columns(events: list[dict]) -> list[list[str]]:
-    columns = [[event[field] for event in events] for field in ledger_sql.ENTRY_FIELDS]
-    columns[ledger_sql.ENTRY_FIELDS.index("payload")] = [json.dumps(event["payload"]) for event in events]
-    return columns
+def _entries_json(events: list[dict]) -> str:
+    try:
+        return orjson.dumps(events, option=orjson.OPT_NON_STR_KEYS).decode()
+    except orjson.JSONEncodeError:  # e.g. an integer beyond 64 bits, which json writes
+        return json.dumps(events)
 
 
 def _event(entry: Entry) -> AuditEvent:

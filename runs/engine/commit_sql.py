@@ -16,35 +16,26 @@ policy_policydecision must install the function again (as 0011 does) with its ow
 import psycopg
 from django.db import connection, models
 
-from controlplane.ledger_sql import ENTRY_FIELDS
-
 from ..models import Run
+from .common import WORKER
 
 # What the function answers, beside the database time it read under the row lock.
 COMMITTED = "committed"
 LEASE_LOST = "lease_lost"  # cancelled or swept meanwhile: nothing but the effect's result is written
 LATE = "late"  # the deadline passed between the decision's time and the commit: decide again
 
-# The function's argument types, in order; the audit entries come last, one array per field.
+# The function's argument types, in order; the audit entries last, as the ledger's append takes them.
 _SIGNATURE = (
     "uuid", "text", "timestamptz", "double precision", "jsonb", "jsonb", "bigint", "jsonb", "text", "text",
-    "jsonb", "boolean", *("text[]" for _ in ENTRY_FIELDS),
+    "jsonb", "boolean", "jsonb",
 )  # fmt: skip
 STEP_COMMIT = f"SELECT * FROM baton_step_commit({', '.join(f'%s::{kind}' for kind in _SIGNATURE)})"  # noqa: S608
 
-
-# A queued run's start, also one statement: the status change, and its event appended only when
-# the change was made (the append takes `first` from the updated row, so it runs once per row).
-MARK_STARTED = f"""
-    WITH started AS (
-        UPDATE {Run._meta.db_table} SET status = '{Run.Status.RUNNING}', updated_at = statement_timestamp()
-        WHERE id = %s AND status = '{Run.Status.QUEUED}' AND lease_owner = %s
-        RETURNING true AS first
-    )
-    SELECT count(*) FROM started, LATERAL baton_audit_append(
-        started.first, {", ".join("%s::text[]" for _ in ENTRY_FIELDS)}
-    )
-"""  # noqa: S608
+# A run's claim, also one statement: the lease taken if free or expired, the run read under it
+# and, for a queued run, its start (status and event) in the same transaction.
+CLAIM = "SELECT * FROM baton_run_claim(%s::uuid, %s::text, %s::double precision)"
+# A run whose worker died while compensating is resumed like a running one: it goes on undoing.
+RESUMABLE_STATUSES = (*Run.ACTIVE_STATUSES, Run.Status.COMPENSATING)
 
 
 def server_binding_cursor():
@@ -67,8 +58,7 @@ _FUNCTION = """
         run_pk uuid, lease_token text, decided_at timestamptz, lease_seconds double precision,
         decision_row jsonb, checkpoint_row jsonb,
         effect_pk bigint, effect_result jsonb, effect_ref text,
-        next_state text, spent_now jsonb, finishes boolean,
-        {entry_arrays}
+        next_state text, spent_now jsonb, finishes boolean, entries jsonb
     ) RETURNS TABLE (outcome text, committed_at timestamptz)
     LANGUAGE plpgsql VOLATILE AS $$
     DECLARE
@@ -111,7 +101,7 @@ _FUNCTION = """
             lease_expires_at = CASE WHEN finishes THEN NULL
                 ELSE committed_at + make_interval(secs => lease_seconds) END
         WHERE r.id = run_pk;
-        PERFORM count(*) FROM baton_audit_append(true, {entry_names});
+        PERFORM count(*) FROM baton_audit_append(true, entries);
         outcome := '{committed}';
         RETURN NEXT;
     END
@@ -129,8 +119,6 @@ def install_step_commit_function(cursor, apps) -> None:
 
     cursor.execute(
         _FUNCTION.format(
-            entry_arrays=", ".join(f"{field}s text[]" for field in ENTRY_FIELDS),
-            entry_names=", ".join(f"{field}s" for field in ENTRY_FIELDS),
             run=run._meta.db_table,
             effect=effect._meta.db_table,
             decision=decision._meta.db_table,
@@ -148,3 +136,62 @@ def install_step_commit_function(cursor, apps) -> None:
 
 def drop_step_commit_function(cursor) -> None:
     cursor.execute(f"DROP FUNCTION IF EXISTS baton_step_commit({', '.join(_SIGNATURE)})")
+
+
+# The run.started event's payload is {"state": ...}: its digest, the sha256 of its canonical
+# JSON, is written here as canonical.digest writes it (to_json escapes text as RFC 8785 does).
+_CLAIM_FUNCTION = """
+    CREATE OR REPLACE FUNCTION baton_run_claim(run_pk uuid, lease_token text, lease_seconds double precision)
+    RETURNS SETOF {run} LANGUAGE plpgsql VOLATILE AS $$
+    DECLARE
+        previous text;
+        claimed {run};
+    BEGIN
+        SELECT r.status INTO previous FROM {run} AS r
+        WHERE r.id = run_pk AND r.status IN ({resumable})
+            AND (r.lease_owner = '' OR r.lease_expires_at < statement_timestamp())
+        FOR UPDATE;
+        IF NOT FOUND THEN
+            RETURN;
+        END IF;
+        UPDATE {run} AS r SET
+            lease_owner = lease_token,
+            lease_expires_at = statement_timestamp() + make_interval(secs => lease_seconds),
+            claims_since_progress = r.claims_since_progress + 1,
+            updated_at = statement_timestamp(),
+            status = CASE WHEN r.status = '{queued}' THEN '{running}' ELSE r.status END
+        WHERE r.id = run_pk
+        RETURNING r.* INTO claimed;
+        IF previous = '{queued}' THEN
+            PERFORM count(*) FROM baton_audit_append(true, jsonb_build_array(jsonb_build_object(
+                'actor', '{actor}', 'action', 'run.started', 'object_type', '{object_type}',
+                'object_id', claimed.id::text, 'trace_id', claimed.trace_id, 'run_id', claimed.id::text,
+                'release_id', claimed.release_id,
+                'payload', jsonb_build_object('state', claimed.current_state),
+                'payload_digest', encode(sha256(convert_to(
+                    '{{"state":' || to_json(claimed.current_state)::text || '}}', 'UTF8')), 'hex')
+            )));
+        END IF;
+        RETURN NEXT claimed;
+    END
+    $$
+"""
+
+
+def install_run_claim_function(cursor, apps) -> None:
+    """Create (or replace) baton_run_claim for the runs table of `apps` (a migration's models)."""
+    run = apps.get_model("runs", "Run")
+    cursor.execute(
+        _CLAIM_FUNCTION.format(
+            run=run._meta.db_table,
+            resumable=", ".join(f"'{status}'" for status in RESUMABLE_STATUSES),
+            queued=Run.Status.QUEUED,
+            running=Run.Status.RUNNING,
+            actor=WORKER,
+            object_type=run._meta.label_lower,
+        )
+    )
+
+
+def drop_run_claim_function(cursor) -> None:
+    cursor.execute("DROP FUNCTION IF EXISTS baton_run_claim(uuid, text, double precision)")

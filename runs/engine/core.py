@@ -19,7 +19,7 @@ from django.conf import settings
 from django.db import connection, transaction
 from django.db.models.functions import Now
 
-from controlplane.audit import Entry, append_arguments, record, record_many
+from controlplane.audit import Entry, append_argument, record, record_many
 from controlplane.canonical import digest
 from controlplane.dbtime import database_now, database_now_plus
 from controlplane.telemetry import span
@@ -340,7 +340,7 @@ def _write_step_in_one_statement(
         move.next_state,
         orjson.dumps(move.spent).decode(),
         finishes,
-        *append_arguments(_step_events(run, outcome, move)),
+        append_argument(_step_events(run, outcome, move)),
     ]
     # Outside a transaction block the call is its own transaction; inside a caller's, a
     # savepoint keeps that transaction usable should the commit fail (as a step that cannot be

@@ -15,12 +15,13 @@ from django.db import InterfaceError, OperationalError, connection, transaction
 from django.db.models import F, Q, sql
 from django.db.models.functions import Now
 
-from controlplane.audit import Entry, append_arguments, record, record_many
+from controlplane.audit import Entry, record, record_many
 from controlplane.canonical import digest
 from controlplane.dbtime import database_now, database_now_plus
 from controlplane.telemetry import run_span, span
 
 from ..engine import commit_sql
+from ..engine.common import WORKER
 from ..engine.core import (
     Progress,
     compensation_resume,
@@ -35,10 +36,8 @@ from .queue import enqueue, enqueue_on_commit
 
 logger = logging.getLogger(__name__)
 
-WORKER_ACTOR = "system:worker"
+WORKER_ACTOR = WORKER
 SWEEPER_ACTOR = "system:sweeper"
-# A run whose worker died while compensating is resumed like a running one: it goes on undoing.
-RESUMABLE_STATUSES = (*Run.ACTIVE_STATUSES, Run.Status.COMPENSATING)
 
 
 def run_advance(*, run_id: str, worker: str) -> None:
@@ -70,11 +69,15 @@ def _advance_leased(run: Run, lease_token: str) -> None:
 
 
 def _claim_lease(run_id: str, lease_token: str) -> Run | None:
-    """Take the run's lease if it is free or expired and read the run in the same statement:
-    the one read under this lease (its updated_at is the database time of the claim). From here
-    the worker keeps the run current itself, and every commit checks the lease is still its own."""
+    """Take the run's lease if it is free or expired and read the run in the same statement
+    (starting it, if it is queued): the one read under this lease (its updated_at is the
+    database time of the claim). From here the worker keeps the run current itself, and every
+    commit checks the lease is still its own."""
+    if connection.vendor == "postgresql":
+        claimed = Run.objects.raw(commit_sql.CLAIM, [run_id, lease_token, settings.RUN_LEASE_SECONDS])
+        return next(iter(claimed), None)
     claimable = Q(lease_owner="") | Q(lease_expires_at__lt=Now())
-    claimed = Run.objects.filter(claimable, pk=run_id, status__in=RESUMABLE_STATUSES)
+    claimed = Run.objects.filter(claimable, pk=run_id, status__in=commit_sql.RESUMABLE_STATUSES)
     claim = claimed.query.chain(sql.UpdateQuery)
     claim.add_update_values(
         {
@@ -112,6 +115,7 @@ def _dead_letter_poison(run_id: str, lease_token: str) -> None:
 
 
 def _mark_started(run: Run, lease_token: str) -> None:
+    """A queued run's start where the claim does not make it (on PostgreSQL it does)."""
     started = Entry(
         WORKER_ACTOR,
         "run.started",
@@ -121,12 +125,6 @@ def _mark_started(run: Run, lease_token: str) -> None:
         run_id=run.pk,
         release_id=run.release_id,
     )
-    if connection.vendor == "postgresql":
-        with commit_sql.server_binding_cursor() as cursor:
-            cursor.execute(commit_sql.MARK_STARTED, [run.pk, lease_token, *append_arguments([started])])
-            if cursor.fetchone()[0]:
-                run.status = Run.Status.RUNNING
-        return
     with transaction.atomic():
         if Run.objects.filter(pk=run.pk, status=Run.Status.QUEUED, lease_owner=lease_token).update(
             status=Run.Status.RUNNING, updated_at=Now()
@@ -262,7 +260,7 @@ def runs_sweep_expired_leases(*, limit: int = 500) -> int:
 
 def _sweep_runs(limit: int) -> int:
     expired = list(
-        Run.objects.filter(status__in=RESUMABLE_STATUSES, lease_expires_at__lt=Now())
+        Run.objects.filter(status__in=commit_sql.RESUMABLE_STATUSES, lease_expires_at__lt=Now())
         .order_by("lease_expires_at")
         .values_list("pk", flat=True)[:limit]
     )
@@ -271,7 +269,7 @@ def _sweep_runs(limit: int) -> int:
         with transaction.atomic():
             run = (
                 Run.objects.select_for_update()
-                .filter(pk=run_id, status__in=RESUMABLE_STATUSES, lease_expires_at__lt=Now())
+                .filter(pk=run_id, status__in=commit_sql.RESUMABLE_STATUSES, lease_expires_at__lt=Now())
                 .first()
             )
             if run is None:

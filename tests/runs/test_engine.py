@@ -3,9 +3,11 @@
 from datetime import timedelta
 
 import pytest
+from django.db import connection
 from django.utils import timezone
 
 from controlplane.audit import verify_chain
+from controlplane.canonical import digest
 from controlplane.identity import Actor
 from controlplane.models import AuditEvent
 from runs import services, workflows
@@ -165,6 +167,25 @@ def test_a_run_that_keeps_killing_its_workers_is_dead_lettered(submitted_run, se
     assert "stopped its worker 2 times" in run.error
     assert not StepCheckpoint.objects.exists()
     assert AuditEvent.objects.get(action="run.dead_lettered").payload["claims"] == 3
+
+
+@pytest.mark.skipif(connection.vendor != "postgresql", reason="there the claim starts a queued run")
+def test_the_claim_starts_a_queued_run_once_and_writes_its_event_as_python_would(submitted_run):
+    awkward = 'étape "1"\t\\ \x01 ✓'  # escaped differently by naive JSON writers
+    Run.objects.filter(pk=submitted_run.pk).update(current_state=awkward)
+
+    first = claim_lease(str(submitted_run.pk), "w1")
+    Run.objects.filter(pk=submitted_run.pk).update(lease_owner="", lease_expires_at=None)
+    again = claim_lease(str(submitted_run.pk), "w2")
+
+    assert (first.status, first.lease_owner, again.status) == (Run.Status.RUNNING, "w1", Run.Status.RUNNING)
+    started = AuditEvent.objects.get(action="run.started")
+    assert started.payload == {"state": awkward}
+    assert started.payload_digest == digest({"state": awkward})
+    where = (started.actor, started.object_type, started.object_id, started.run_id, started.trace_id)
+    assert where == (services.WORKER_ACTOR, "runs.run", str(first.pk), str(first.pk), first.trace_id)
+    assert started.release_id == first.release_id
+    assert verify_chain().ok
 
 
 def test_committing_progress_resets_the_crash_counter(submitted_run, settings):

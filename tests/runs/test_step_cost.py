@@ -19,10 +19,10 @@ from tests.support.workflows import workflow
 pytestmark = pytest.mark.django_db
 POSTGRES = connection.vendor == "postgresql"
 PER_STEP = 1 if POSTGRES else 6
-# Per run: claim the lease reading the run in the same statement (UPDATE ... RETURNING), then
-# mark it started with its audit event (on PostgreSQL one statement, which appends only if the
-# run was queued; on SQLite the update, the head read and the INSERT).
-PER_RUN = 2 if POSTGRES else 4
+# Per run: claim the lease reading the run in the same statement and start the queued run with
+# its audit event (on PostgreSQL one function call; on SQLite UPDATE ... RETURNING, then the
+# status update, the head read and the INSERT).
+PER_RUN = 1 if POSTGRES else 4
 
 
 def gates(name: str, count: int) -> dict:
@@ -57,7 +57,7 @@ def test_a_step_costs_a_fixed_number_of_statements(publish, submit, steps):
     assert sum(s.startswith('SELECT "runs_run"."id"') for s in sql) == 0  # the claim reads the run
     if POSTGRES:
         assert sum(s.startswith("SELECT * FROM baton_step_commit(") for s in sql) == steps
-        assert not appends  # the start's event is appended by its update, the steps' by their commits
+        assert not appends  # the start's event is appended by the claim, the steps' by their commits
     else:
         assert sum('INSERT INTO "runs_stepcheckpoint"' in s for s in sql) == steps
         assert len(appends) == steps + 1  # the start's and each step's
