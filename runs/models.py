@@ -98,11 +98,9 @@ class Run(models.Model):
             models.Index(fields=["workflow", "-created_at"], name="run_workflow_created_idx"),
             models.Index(fields=["requested_by", "-created_at"], name="run_requester_created_idx"),
             models.Index(fields=["release_id", "-created_at"], name="run_release_created_idx"),
-            models.Index(
-                fields=["lease_expires_at"],
-                condition=models.Q(status__in=["queued", "running"]),
-                name="run_active_lease_idx",
-            ),
+            # No index on lease_expires_at: each step moves it, and an indexed column changed
+            # makes every update write all the indexes again, where an update of unindexed
+            # columns stays on its page (HOT). The sweeper finds active runs by status.
         ]
 
     def __str__(self) -> str:
@@ -116,7 +114,8 @@ class Run(models.Model):
 class StepCheckpoint(models.Model):
     """A completed step and its validated output: what a resumed run continues from."""
 
-    run = models.ForeignKey(Run, on_delete=models.PROTECT, related_name="checkpoints")
+    # Indexed by the unique (run, sequence) constraint; a second index would cost every step.
+    run = models.ForeignKey(Run, on_delete=models.PROTECT, related_name="checkpoints", db_index=False)
     sequence = models.PositiveIntegerField(help_text="1 for the first step the run completed.")
     state = models.CharField(max_length=100)
     output = models.JSONField(help_text="The validated output, or a {'$ref': digest} when large.")

@@ -33,19 +33,46 @@ STEP_COMMIT = f"SELECT * FROM baton_step_commit({', '.join(f'%s::{kind}' for kin
 
 # A run's claim, also one statement: the lease taken if free or expired, the run read under it
 # and, for a queued run, its start (status and event) in the same transaction.
-CLAIM = "SELECT * FROM baton_run_claim(%s::uuid, %s::text, %s::double precision)"
+# The columns in the model's field order, so that a row makes a Run as it is (see claimed_run).
+CLAIM = (
+    f"SELECT {', '.join(field.column for field in Run._meta.concrete_fields)} "  # noqa: S608
+    "FROM baton_run_claim(%s::uuid, %s::text, %s::double precision)"
+)
 # A run whose worker died while compensating is resumed like a running one: it goes on undoing.
 RESUMABLE_STATUSES = (*Run.ACTIVE_STATUSES, Run.Status.COMPENSATING)
+
+
+class _PreparingCursor(psycopg.Cursor):
+    """Prepares what it executes: the engine's statements are few and always the same text."""
+
+    def execute(self, query, params=None, *, prepare=None, binary=None):
+        return super().execute(query, params, prepare=True if prepare is None else prepare, binary=binary)
 
 
 def server_binding_cursor():
     """A cursor that sends the parameters apart from the statement (Django's own bind them into
     its text): the rows' JSON is not escaped into a literal, and the statement, always the same
-    text, is prepared once per connection."""
+    text, is prepared once per connection (Django's connections prepare nothing)."""
     connection.ensure_connection()
-    cursor = psycopg.Cursor(connection.connection)
+    cursor = _PreparingCursor(connection.connection)
     wrap = connection.make_debug_cursor if connection.queries_logged else connection.make_cursor
     return wrap(cursor)
+
+
+# Django reads JSON columns as text and decodes them in the field's from_db_value.
+_CONVERTED = [
+    (position, field.from_db_value)
+    for position, field in enumerate(Run._meta.concrete_fields)
+    if hasattr(field, "from_db_value")
+]
+
+
+def claimed_run(row: tuple) -> Run:
+    """The Run of a CLAIM row, as a queryset would have made it (without compiling one)."""
+    values = list(row)
+    for position, convert in _CONVERTED:
+        values[position] = convert(values[position], None, connection)
+    return Run.from_db(connection.alias, None, values)
 
 
 def inserted_fields(model: type[models.Model]) -> list[models.Field]:

@@ -74,8 +74,10 @@ def _claim_lease(run_id: str, lease_token: str) -> Run | None:
     database time of the claim). From here the worker keeps the run current itself, and every
     commit checks the lease is still its own."""
     if connection.vendor == "postgresql":
-        claimed = Run.objects.raw(commit_sql.CLAIM, [run_id, lease_token, settings.RUN_LEASE_SECONDS])
-        return next(iter(claimed), None)
+        with commit_sql.server_binding_cursor() as cursor:
+            cursor.execute(commit_sql.CLAIM, [run_id, lease_token, settings.RUN_LEASE_SECONDS])
+            row = cursor.fetchone()
+        return commit_sql.claimed_run(row) if row else None
     claimable = Q(lease_owner="") | Q(lease_expires_at__lt=Now())
     claimed = Run.objects.filter(claimable, pk=run_id, status__in=commit_sql.RESUMABLE_STATUSES)
     claim = claimed.query.chain(sql.UpdateQuery)
