@@ -5,19 +5,23 @@ from django.db import migrations, models
 
 
 class Migration(migrations.Migration):
-
     dependencies = [
-        ('runs', '0012_run_claim_function'),
+        ("runs", "0012_run_claim_function"),
     ]
 
     operations = [
         migrations.RemoveIndex(
-            model_name='run',
-            name='run_active_lease_idx',
+            model_name="run",
+            name="run_active_lease_idx",
         ),
         migrations.AlterField(
-            model_name='stepcheckpoint',
-            name='run',
-            field=models.ForeignKey(db_index=False, on_delete=django.db.models.deletion.PROTECT, related_name='checkpoints', to='runs.run'),
+            model_name="stepcheckpoint",
+            name="run",
+            field=models.ForeignKey(
+                db_index=False,
+                on_delete=django.db.models.deletion.PROTECT,
+                related_name="checkpoints",
+                to="runs.run",
+            ),
         ),
     ]
