@@ -13,7 +13,8 @@ postgres://postgres@127.0.0.1:5432), migrates it, applies the demo support workf
    trivial view's.
 3. Pause to resume with a real Celery worker (its own queue, REDIS_URL's broker): runs of the
    support workflow park at their irreversible commit; for each, the time from the reviewer's
-   approval POST to the worker's commit of the commit step's audit event (polled every 0.5 ms),
+   approval POST to the worker's commit of the commit step's audit event (told by a notification
+   that a bench-only trigger on the ledger sends, delivered at that commit: no polling),
    and where it went: the POST, then by the ledger's clock the decision's `run.approved` to the
    worker's `run.started`, and `run.started` to the step's event.
    Baseline, interleaved: a trivial task's round trip through the same broker and worker
@@ -172,6 +173,7 @@ def measure(url: str) -> int:
     inbox.app.conf.task_default_queue = queue
     worker = Worker(url, queue, BENCH_DIR.parent / "var" / f"inbox-bench-worker-{os.getpid()}.log")
     commits = CommitBench(url)
+    step_commits = inbox.StepCommits(url, state="commit")
     try:
         run_ids = inbox.submit_parked(RESUMES + 3)
         parked = inbox.wait_parked(run_ids, timeout=30 + 2 * len(run_ids))
@@ -181,7 +183,7 @@ def measure(url: str) -> int:
         parts: dict[str, list[float]] = {"resume": [], "post": [], "to_started": [], "step": []}
         round_trips, one_commit = [], []
         for n, run_id in enumerate(run_ids):
-            measured = inbox.pause_to_resume(browser, run_id, parked[run_id])
+            measured = inbox.pause_to_resume(browser, step_commits, run_id, parked[run_id])
             if n >= 3:  # the first resumes warm the worker's caches
                 for part, seconds in measured.items():
                     parts[part].append(seconds)
@@ -191,6 +193,7 @@ def measure(url: str) -> int:
         time.sleep(1)
         statuses = inbox.run_statuses(run_ids)
     finally:
+        step_commits.close()
         commits.close()
         worker.stop()
     print(f"pause to resume, {RESUMES} approved runs of support_case_resolution, one worker process:")

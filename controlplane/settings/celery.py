@@ -45,6 +45,9 @@ CELERY_WORKER_HIJACK_ROOT_LOGGER = False
 CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
 CELERY_TASK_ALWAYS_EAGER = env.bool("CELERY_TASK_ALWAYS_EAGER", default=False)
 CELERY_BEAT_SCHEDULE_FILENAME = str(VAR_DIR / "celerybeat-schedule")
+# Tasks reuse their database connection as requests do (see controlplane/celery.py); Celery's
+# own fixup then closes it only every this many tasks.
+CELERY_DB_REUSE_MAX = env.int("CELERY_DB_REUSE_MAX", default=1000)
 
 # How long a worker owns a run before the sweeper may hand it to another worker.
 RUN_LEASE_SECONDS = env.int("RUN_LEASE_SECONDS", default=60)
