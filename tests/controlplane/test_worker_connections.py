@@ -20,7 +20,7 @@ def run_task_signals(state: str) -> None:
     task_postrun.send(sender=TASK, task_id="t-1", task=TASK, args=(), kwargs={}, retval=None, state=state)
 
 
-@pytest.mark.skipif(connection.vendor != "postgresql", reason="SQLite connections are not kept (CONN_MAX_AGE 0)")
+@pytest.mark.skipif(connection.vendor != "postgresql", reason="SQLite connections are not kept")
 def test_tasks_that_succeed_keep_the_connection():
     connection.ensure_connection()
     before = connection.connection
