@@ -4,10 +4,12 @@ Each executor returns a `StepOutcome` and writes nothing but the effect ledger's
 rows; the caller commits the outcome (checkpoint, next state, audit) in one transaction.
 """
 
+import contextlib
 import re
 from dataclasses import dataclass, field
 from typing import Any
 
+from django.db import IntegrityError, connection, transaction
 from django.db.models.functions import Now
 
 from controlplane.canonical import digest
@@ -381,6 +383,22 @@ def _read(call: "tools.ToolCall", step: dict, decision: Decision) -> StepOutcome
     return StepOutcome("done", output=result.result, spent={"tool_calls": 1}, details=details)
 
 
+def _write_ahead(key: str, **intent: Any) -> tuple[Effect, bool]:
+    """(The effect's row, whether this call wrote it.) The intent is committed before the call,
+    so that a crash after it is seen: one INSERT, its own transaction. A retry's INSERT meets the
+    unique key its first attempt wrote, and reads that row instead."""
+    # Inside a caller's transaction, a savepoint keeps it usable past the duplicate key.
+    guard = transaction.atomic() if connection.in_atomic_block else contextlib.nullcontext()
+    try:
+        with guard:
+            return Effect.objects.create(idempotency_key=key, **intent), True
+    except IntegrityError:
+        effect = Effect.objects.filter(idempotency_key=key).first()
+        if effect is None:  # some other constraint refused the row
+            raise
+        return effect, False
+
+
 def _call_facts(args: dict, facts: dict) -> dict:
     """The amount is the call's own (money moves with the arguments); confidence is the run's."""
     amount = args.get("amount", args.get("refund_amount"))
@@ -398,17 +416,8 @@ def _call_tool(run, released, step, spec, args, key, decision) -> StepOutcome:
     if spec["side_effect"] == "read":
         return _read(call, step, decision)
     compensation = step.get("compensate") or spec.get("compensation_tool", "")
-    # Write-ahead: the intent is committed before the call, so a crash after it is seen
-    # (get_or_create commits its INSERT in a transaction of its own: no savepoint needed).
-    effect, created = Effect.objects.get_or_create(
-        idempotency_key=key,
-        defaults={
-            "run": run,
-            "state": step["name"],
-            "tool": step["tool"],
-            "args": args,
-            "compensation_tool": compensation,
-        },
+    effect, created = _write_ahead(
+        key, run=run, state=step["name"], tool=step["tool"], args=args, compensation_tool=compensation
     )
     details = {
         "kind": "tool",
