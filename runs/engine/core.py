@@ -56,6 +56,9 @@ class Progress:
     taking the lease away (cancel, sweeper), which the next commit's lease check notices."""
 
     results: dict[str, Any]
+    # The same outputs as the checkpoints store them (a large one by reference): what an
+    # envelope carries, kept rather than measured again at every step.
+    carried: dict[str, Any]
     completed: int  # checkpoints so far
     now: datetime  # database time at which the next step starts
 
@@ -66,7 +69,7 @@ def progress_of(run: Run, now: datetime | None = None) -> Progress:
         list(run.checkpoints.order_by("sequence").values_list("state", "output")) if run.hop_count else []
     )
     results = {state: resolve(output) for state, output in completed}
-    return Progress(results, len(completed), now or database_now())
+    return Progress(results, dict(completed), len(completed), now or database_now())
 
 
 def execute_released_step(run: Run, lease_token: str, enqueue, progress: Progress | None = None) -> bool:
@@ -87,7 +90,13 @@ def _execute_released_step(run: Run, lease_token: str, enqueue, progress: Progre
     allowed = released.allowed_next(state)
     started_at = progress.now
     envelope = build_envelope(
-        run, results, state=state, allowed=allowed, step=step, source_agent=_previous_agent(released, results)
+        run,
+        results,
+        progress.carried,
+        state=state,
+        allowed=allowed,
+        step=step,
+        source_agent=_previous_agent(released, results),
     )
     problems = envelope_problems(envelope)
     if problems:
@@ -111,7 +120,8 @@ def _execute_released_step(run: Run, lease_token: str, enqueue, progress: Progre
     )
     if not next_state:
         return _fail(run, lease_token, state, f"forbidden transition: {why}", enqueue, failed=outcome)
-    move = _Move(state, next_state, why, allowed, sequence, started_at, _add(run.spent, outcome.spent))
+    spent = _add(run.spent, outcome.spent)
+    move = _Move(state, next_state, why, allowed, sequence, started_at, spent, by_reference(outcome.output))
     committed, denied = _commit_step(run, lease_token, released, outcome, move)
     if denied is not None:
         reasons = "; ".join(denied[0].reasons)
@@ -119,7 +129,7 @@ def _execute_released_step(run: Run, lease_token: str, enqueue, progress: Progre
         return _fail(run, lease_token, state, error, enqueue, log_decision=denied[1], failed=outcome)
     if not committed:
         return False  # the lease expired meanwhile: another worker owns the run now
-    progress.results[state] = outcome.output
+    progress.results[state], progress.carried[state] = outcome.output, move.output
     progress.completed, progress.now = sequence, committed
     if next_state == FAIL:
         return _fail(run, lease_token, state, f"{state} routed the run to fail", enqueue)
@@ -135,6 +145,7 @@ class _Move:
     sequence: int
     started_at: datetime
     spent: dict
+    output: Any  # as the checkpoint stores it (by reference when large)
 
 
 def _execute(run: Run, released: ReleasedWorkflow, step: dict, results: dict, now: float) -> StepOutcome:
@@ -261,7 +272,7 @@ def _write_step(
         "run_id": run.pk,
         "sequence": move.sequence,
         "state": move.state,
-        "output": by_reference(outcome.output),
+        "output": move.output,
         "details": outcome.details,
         "started_at": move.started_at,
     }

@@ -77,8 +77,17 @@ ENVELOPE_ACCEPTS = compile_schema(ENVELOPE_SCHEMA)  # checks every envelope
 
 
 def build_envelope(
-    run: Run, results: dict, *, state: str, allowed: list[str], step: dict, source_agent: str | None
+    run: Run,
+    results: dict,
+    carried: dict,
+    *,
+    state: str,
+    allowed: list[str],
+    step: dict,
+    source_agent: str | None,
 ) -> dict:
+    """`results`: each completed step's output, as conditions read it; `carried`: the same as
+    the checkpoints store it (a large one by reference), which is what the envelope holds."""
     facts = merged_facts(run, results)
     return {
         "envelope_version": ENVELOPE_VERSION,
@@ -100,7 +109,7 @@ def build_envelope(
         "allowed_actions": allowed,
         "hop_count": run.hop_count,
         "approval_conditions": step.get("human_if", []),
-        "results": {name: by_reference(output) for name, output in results.items()},
+        "results": dict(carried),
         "state": state,
         "source_agent": source_agent,
         "target_agent": step.get("agent"),

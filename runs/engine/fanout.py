@@ -167,14 +167,12 @@ def _execute_branch(branch: MapBranch, lease_token: str, enqueue: Callable) -> N
     released = released_workflow(run.release_id)
     step = released.step(branch.state)
     spec = step["map"]
-    results = {
-        state: resolve(output)
-        for state, output in run.checkpoints.order_by("sequence").values_list("state", "output")
-    }
+    carried = dict(run.checkpoints.order_by("sequence").values_list("state", "output"))
+    results = {state: resolve(output) for state, output in carried.items()}
     facts = {**merged_facts(run, results), spec.get("as", "item"): branch.item}
     task = _branch_task(step, branch.index)
     envelope = build_envelope(
-        run, results, state=branch.state, allowed=[branch.state], step=task, source_agent=None
+        run, results, carried, state=branch.state, allowed=[branch.state], step=task, source_agent=None
     )
     envelope["branch"] = {"index": branch.index, "item": branch.item}
     problems = envelope_problems(envelope)
