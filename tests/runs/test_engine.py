@@ -1,5 +1,7 @@
 """The run engine in process: leases, checkpoints, audit, sweeper (the worker tests run it for real)."""
 
+import threading
+from concurrent.futures import ThreadPoolExecutor
 from datetime import timedelta
 
 import pytest
@@ -185,6 +187,28 @@ def test_the_claim_starts_a_queued_run_once_and_writes_its_event_as_python_would
     where = (started.actor, started.object_type, started.object_id, started.run_id, started.trace_id)
     assert where == (services.WORKER_ACTOR, "runs.run", str(first.pk), str(first.pk), first.trace_id)
     assert started.release_id == first.release_id
+    assert verify_chain().ok
+
+
+@pytest.mark.skipif(connection.vendor != "postgresql", reason="concurrent claims need row locks")
+@pytest.mark.django_db(transaction=True)
+def test_of_workers_claiming_a_queued_run_at_once_one_takes_and_starts_it(submitted_run):
+    start = threading.Barrier(4)
+
+    def claim(worker: str) -> Run | None:
+        try:
+            start.wait(timeout=10)
+            return claim_lease(str(submitted_run.pk), worker)
+        finally:
+            connection.close()
+
+    with ThreadPoolExecutor(max_workers=4) as pool:
+        claimed = [run for run in pool.map(claim, ["w1", "w2", "w3", "w4"]) if run is not None]
+
+    assert len(claimed) == 1
+    run = Run.objects.get(pk=submitted_run.pk)
+    assert (run.status, run.lease_owner) == (Run.Status.RUNNING, claimed[0].lease_owner)
+    assert AuditEvent.objects.filter(action="run.started", run_id=str(run.pk)).count() == 1
     assert verify_chain().ok
 
 
