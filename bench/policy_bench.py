@@ -3,7 +3,9 @@
 Measures 10,000 `tool.call` decisions through the service path (input validation, engine
 evaluation of the compiled bundle, result parsing and validation), and in the same run the
 baseline: the same precompiled JSON Schema check of the same inputs that a decision starts
-with. jsonschema's validator, which explains refused inputs, is timed beside it for reference.
+with. jsonschema's validator, which explains refused inputs, is timed beside it for reference,
+and so is the engine's floor: a `tool.call` rule that ignores its input and answers a constant
+allow, through the same path (what any policy pays before it checks anything).
 Targets (issue "Policy engine"): p99 under 200 µs, and under 10x the schema validation.
 """
 
@@ -13,7 +15,7 @@ import time
 import _setup  # noqa: F401  (Django set-up)
 from _setup import describe, percentile
 
-from policy.bundles import shipped_default_bundle
+from policy.bundles import PolicyBundle, shipped_default_bundle
 from policy.decision_points import POINTS
 from policy.engines.embedded import EmbeddedEngine
 from policy.services import decision_input, policy_evaluate
@@ -21,6 +23,15 @@ from policy.services import decision_input, policy_evaluate
 DECISIONS = 10_000
 TARGET_P99_US = 200
 TARGET_RATIO = 10
+CONSTANT_ALLOW = PolicyBundle.from_content(
+    "constant-allow",
+    {
+        "modules": {
+            "tool_call.rego": "package baton.tool_call\n\nimport rego.v1\n\n"
+            'decision := {"allow": true, "require_approval": false, "reasons": []}\n'
+        }
+    },
+)
 
 
 def inputs() -> list[dict]:
@@ -64,11 +75,12 @@ def main() -> int:
     engine = EmbeddedEngine()
     documents = inputs()
     accepts, validator = POINTS["tool.call"].accepts, POINTS["tool.call"].validator
-    for document in documents[:200]:  # warm-up: compile the bundle, fill caches
+    for document in documents[:200]:  # warm-up: compile the bundles, fill caches
         policy_evaluate("tool.call", document, bundle=bundle, engine=engine)
+        policy_evaluate("tool.call", document, bundle=CONSTANT_ALLOW, engine=engine)
         validator.validate(document)
 
-    baseline, reference, decisions, denied = [], [], [], 0
+    baseline, reference, floor, decisions, denied = [], [], [], [], 0
     for document in documents:
         started = time.perf_counter()
         if not accepts(document):
@@ -78,6 +90,9 @@ def main() -> int:
         started = time.perf_counter()
         validator.validate(document)
         reference.append(time.perf_counter() - started)
+        started = time.perf_counter()
+        policy_evaluate("tool.call", document, bundle=CONSTANT_ALLOW, engine=engine)
+        floor.append(time.perf_counter() - started)
         started = time.perf_counter()
         decision = policy_evaluate("tool.call", document, bundle=bundle, engine=engine)
         decisions.append(time.perf_counter() - started)
@@ -91,6 +106,7 @@ def main() -> int:
     print(f"{DECISIONS} tool.call decisions, default bundle, embedded engine ({denied} denied)")
     print(describe("compiled schema check (baseline)", baseline))
     print(describe("jsonschema validate (reference)", reference))
+    print(describe("constant-allow rule (engine floor)", floor))
     print(describe("policy decision", decisions))
     print(f"targets: p99 < {TARGET_P99_US} µs, ratio < {TARGET_RATIO}x")
     print(f"policy decision p99 {p99_us:.1f} µs = {ratio:.2f}x compiled JSON Schema check p99")
