@@ -1,6 +1,9 @@
 """What the step and branch executors share: the worker's identity, the lease-checked lock, spend,
-and the effect a tool call committed."""
+the effect a tool call committed, and statements that commit by themselves."""
 
+import contextlib
+
+from django.db import connection, transaction
 from django.db.models.functions import Now
 
 from ..models import Effect, Run
@@ -12,6 +15,12 @@ def locked_run(run: Run, lease_token: str) -> Run | None:
     """The run row locked for this transaction, or None when the lease is no longer ours."""
     locked = Run.objects.select_for_update().get(pk=run.pk)
     return locked if locked.lease_owner == lease_token else None
+
+
+def own_transaction():
+    """For a statement meant to commit by itself: outside a transaction block it does; inside a
+    caller's, a savepoint keeps that transaction usable should the statement fail."""
+    return transaction.atomic() if connection.in_atomic_block else contextlib.nullcontext()
 
 
 def audit_ids(run: Run) -> dict:

@@ -6,7 +6,6 @@ between leaves the run at its last checkpoint, and the effect ledger's write-ahe
 the retried step reconcile instead of repeating a side effect.
 """
 
-import contextlib
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -30,7 +29,7 @@ from registry.workflow_definitions import END, FAIL, HUMAN
 from .. import tools
 from ..models import Effect, PendingAction, Run, StepCheckpoint
 from . import commit_sql
-from .common import WORKER, record_committed_effect
+from .common import WORKER, own_transaction, record_committed_effect
 from .common import add_spent as _add
 from .common import audit_ids as _audit
 from .common import locked_run as _locked
@@ -353,11 +352,7 @@ def _write_step_in_one_statement(
         finishes,
         append_argument(_step_events(run, outcome, move)),
     ]
-    # Outside a transaction block the call is its own transaction; inside a caller's, a
-    # savepoint keeps that transaction usable should the commit fail (as a step that cannot be
-    # stored does).
-    savepoint = contextlib.nullcontext() if not connection.in_atomic_block else transaction.atomic()
-    with savepoint, commit_sql.server_binding_cursor() as cursor:
+    with own_transaction(), commit_sql.server_binding_cursor() as cursor:
         cursor.execute(commit_sql.STEP_COMMIT, arguments)
         written, at = cursor.fetchone()
     if written == commit_sql.COMMITTED:  # the run in memory as the function left it

@@ -4,12 +4,11 @@ Each executor returns a `StepOutcome` and writes nothing but the effect ledger's
 rows; the caller commits the outcome (checkpoint, next state, audit) in one transaction.
 """
 
-import contextlib
 import re
 from dataclasses import dataclass, field
 from typing import Any
 
-from django.db import IntegrityError, connection, transaction
+from django.db import IntegrityError
 from django.db.models.functions import Now
 
 from controlplane.canonical import digest
@@ -21,6 +20,7 @@ from registry.workflow_definitions import END
 
 from .. import providers, tools
 from ..models import Effect, PendingAction, Run
+from .common import own_transaction
 from .envelope import merged_facts
 from .released import ReleasedWorkflow
 
@@ -387,10 +387,8 @@ def _write_ahead(key: str, **intent: Any) -> tuple[Effect, bool]:
     """(The effect's row, whether this call wrote it.) The intent is committed before the call,
     so that a crash after it is seen: one INSERT, its own transaction. A retry's INSERT meets the
     unique key its first attempt wrote, and reads that row instead."""
-    # Inside a caller's transaction, a savepoint keeps it usable past the duplicate key.
-    guard = transaction.atomic() if connection.in_atomic_block else contextlib.nullcontext()
     try:
-        with guard:
+        with own_transaction():
             return Effect.objects.create(idempotency_key=key, **intent), True
     except IntegrityError:
         effect = Effect.objects.filter(idempotency_key=key).first()
