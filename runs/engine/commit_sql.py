@@ -13,6 +13,9 @@ function is installed: a migration that changes runs_run, runs_stepcheckpoint, r
 policy_policydecision must install the function again (as 0011 does) with its own models.
 """
 
+import json
+from typing import Any
+
 import psycopg
 from django.db import connection, models
 
@@ -32,11 +35,12 @@ _SIGNATURE = (
 STEP_COMMIT = f"SELECT * FROM baton_step_commit({', '.join(f'%s::{kind}' for kind in _SIGNATURE)})"  # noqa: S608
 
 # A run's claim, also one statement: the lease taken if free or expired, the run read under it
-# and, for a queued run, its start (status and event) in the same transaction.
+# and, for a queued run, its start (status and event) in the same transaction; for a run that
+# goes on from its checkpoints, those too (state and output, in order), read under the lease.
 # The columns in the model's field order, so that a row makes a Run as it is (see claimed_run).
 CLAIM = (
-    f"SELECT {', '.join(field.column for field in Run._meta.concrete_fields)} "  # noqa: S608
-    "FROM baton_run_claim(%s::uuid, %s::text, %s::double precision)"
+    f"SELECT {', '.join(f'(c.claimed).{field.column}' for field in Run._meta.concrete_fields)}, "  # noqa: S608
+    "c.checkpoints FROM baton_run_claim(%s::uuid, %s::text, %s::double precision) AS c"
 )
 # A run whose worker died while compensating is resumed like a running one: it goes on undoing.
 RESUMABLE_STATUSES = (*Run.ACTIVE_STATUSES, Run.Status.COMPENSATING)
@@ -67,12 +71,16 @@ _CONVERTED = [
 ]
 
 
-def claimed_run(row: tuple) -> Run:
-    """The Run of a CLAIM row, as a queryset would have made it (without compiling one)."""
-    values = list(row)
+def claimed_run(row: tuple) -> tuple[Run, list[tuple[str, Any]] | None]:
+    """The Run of a CLAIM row, as a queryset would have made it (without compiling one), and
+    its checkpoints' (state, output) in order: None unless it is running and has made some."""
+    values = list(row[:-1])
     for position, convert in _CONVERTED:
         values[position] = convert(values[position], None, connection)
-    return Run.from_db(connection.alias, None, values)
+    checkpoints = row[-1]
+    return Run.from_db(connection.alias, None, values), (
+        None if checkpoints is None else [tuple(pair) for pair in json.loads(checkpoints)]
+    )
 
 
 def inserted_fields(model: type[models.Model]) -> list[models.Field]:
@@ -168,11 +176,10 @@ def drop_step_commit_function(cursor) -> None:
 # The run.started event's payload is {"state": ...}: its digest, the sha256 of its canonical
 # JSON, is written here as canonical.digest writes it (to_json escapes text as RFC 8785 does).
 _CLAIM_FUNCTION = """
-    CREATE OR REPLACE FUNCTION baton_run_claim(run_pk uuid, lease_token text, lease_seconds double precision)
-    RETURNS SETOF {run} LANGUAGE plpgsql VOLATILE AS $$
+    CREATE FUNCTION baton_run_claim(run_pk uuid, lease_token text, lease_seconds double precision)
+    RETURNS TABLE (claimed {run}, checkpoints jsonb) LANGUAGE plpgsql VOLATILE AS $$
     DECLARE
         previous text;
-        claimed {run};
     BEGIN
         SELECT r.status INTO previous FROM {run} AS r
         WHERE r.id = run_pk AND r.status IN ({resumable})
@@ -199,18 +206,26 @@ _CLAIM_FUNCTION = """
                     '{{"state":' || to_json(claimed.current_state)::text || '}}', 'UTF8')), 'hex')
             )));
         END IF;
-        RETURN NEXT claimed;
+        -- Read after the lease is taken: no step of another worker can commit from here on.
+        IF claimed.status = '{running}' AND claimed.release_id <> '' AND claimed.hop_count > 0 THEN
+            SELECT jsonb_agg(jsonb_build_array(s.state, s.output) ORDER BY s.sequence) INTO checkpoints
+            FROM {checkpoint} AS s WHERE s.run_id = run_pk;
+        END IF;
+        RETURN NEXT;
     END
     $$
 """
 
 
 def install_run_claim_function(cursor, apps) -> None:
-    """Create (or replace) baton_run_claim for the runs table of `apps` (a migration's models)."""
-    run = apps.get_model("runs", "Run")
+    """Create baton_run_claim anew for the tables of `apps` (a migration's models): its result's
+    shape may have changed, which CREATE OR REPLACE cannot do."""
+    run, checkpoint = apps.get_model("runs", "Run"), apps.get_model("runs", "StepCheckpoint")
+    drop_run_claim_function(cursor)
     cursor.execute(
         _CLAIM_FUNCTION.format(
             run=run._meta.db_table,
+            checkpoint=checkpoint._meta.db_table,
             resumable=", ".join(f"'{status}'" for status in RESUMABLE_STATUSES),
             queued=Run.Status.QUEUED,
             running=Run.Status.RUNNING,

@@ -62,11 +62,13 @@ class Progress:
     now: datetime  # database time at which the next step starts
 
 
-def progress_of(run: Run, now: datetime | None = None) -> Progress:
-    # Every checkpoint is a hop: a run that has made none has nothing to read.
-    completed = (
-        list(run.checkpoints.order_by("sequence").values_list("state", "output")) if run.hop_count else []
-    )
+def progress_of(run: Run, now: datetime | None = None, completed: list | None = None) -> Progress:
+    """`completed`: the run's checkpoints' (state, output) in order, when the caller read them."""
+    if completed is None:
+        # Every checkpoint is a hop: a run that has made none has nothing to read.
+        completed = (
+            list(run.checkpoints.order_by("sequence").values_list("state", "output")) if run.hop_count else []
+        )
     results = {state: resolve(output) for state, output in completed}
     return Progress(results, dict(completed), len(completed), now or database_now())
 

@@ -44,15 +44,15 @@ def run_advance(*, run_id: str, worker: str) -> None:
     """Execute the run's next steps while this worker holds its lease, one commit per step."""
     # Unique per claim; the worker's name (a hostname can be long) only helps a reader.
     lease_token = f"{worker[:200]}:{uuid.uuid4().hex[:12]}"
-    run = _claim_lease(run_id, lease_token)
+    run, checkpoints = _claim_lease(run_id, lease_token)
     if run is None:
         logger.info("run %s is finished or leased to another worker; nothing to do", run_id)
         return
     with run_span(run):
-        _advance_leased(run, lease_token)
+        _advance_leased(run, lease_token, checkpoints)
 
 
-def _advance_leased(run: Run, lease_token: str) -> None:
+def _advance_leased(run: Run, lease_token: str, checkpoints: list | None) -> None:
     if run.claims_since_progress > settings.RUN_MAX_CLAIMS:
         _dead_letter_poison(str(run.pk), lease_token)
         return
@@ -60,7 +60,9 @@ def _advance_leased(run: Run, lease_token: str) -> None:
         _mark_started(run, lease_token)
     slice_ends = time.monotonic() + settings.RUN_TIME_SLICE_SECONDS
     progress = (
-        progress_of(run, now=run.updated_at) if run.release_id and run.status == Run.Status.RUNNING else None
+        progress_of(run, now=run.updated_at, completed=checkpoints)
+        if run.release_id and run.status == Run.Status.RUNNING
+        else None
     )
     while _advance_one(run, lease_token, progress):
         if time.monotonic() > slice_ends:
@@ -68,16 +70,17 @@ def _advance_leased(run: Run, lease_token: str) -> None:
             return
 
 
-def _claim_lease(run_id: str, lease_token: str) -> Run | None:
+def _claim_lease(run_id: str, lease_token: str) -> tuple[Run | None, list | None]:
     """Take the run's lease if it is free or expired and read the run in the same statement
     (starting it, if it is queued): the one read under this lease (its updated_at is the
     database time of the claim). From here the worker keeps the run current itself, and every
-    commit checks the lease is still its own."""
+    commit checks the lease is still its own. (The run or None; on PostgreSQL, a running run's
+    checkpoints as `progress_of` reads them, read by the same statement.)"""
     if connection.vendor == "postgresql":
         with commit_sql.server_binding_cursor() as cursor:
             cursor.execute(commit_sql.CLAIM, [run_id, lease_token, settings.RUN_LEASE_SECONDS])
             row = cursor.fetchone()
-        return commit_sql.claimed_run(row) if row else None
+        return commit_sql.claimed_run(row) if row else (None, None)
     claimable = Q(lease_owner="") | Q(lease_expires_at__lt=Now())
     claimed = Run.objects.filter(claimable, pk=run_id, status__in=commit_sql.RESUMABLE_STATUSES)
     claim = claimed.query.chain(sql.UpdateQuery)
@@ -90,7 +93,7 @@ def _claim_lease(run_id: str, lease_token: str) -> Run | None:
         }
     )
     statement, params = claim.get_compiler(connection=connection).as_sql()
-    return next(iter(Run.objects.raw(f"{statement} RETURNING *", params)), None)
+    return next(iter(Run.objects.raw(f"{statement} RETURNING *", params)), None), None
 
 
 @transaction.atomic

@@ -159,7 +159,7 @@ def test_a_run_that_keeps_killing_its_workers_is_dead_lettered(submitted_run, se
     settings.RUN_MAX_CLAIMS = 2
     for worker in ("w1", "w2"):  # each takes the lease and dies before committing anything
         Run.objects.filter(pk=submitted_run.pk).update(lease_owner="", lease_expires_at=None)
-        assert claim_lease(str(submitted_run.pk), worker)
+        assert claim_lease(str(submitted_run.pk), worker)[0]
     Run.objects.filter(pk=submitted_run.pk).update(lease_owner="", lease_expires_at=None)
 
     services.run_advance(run_id=str(submitted_run.pk), worker="w3")
@@ -176,9 +176,9 @@ def test_the_claim_starts_a_queued_run_once_and_writes_its_event_as_python_would
     awkward = 'étape "1"\t\\ \x01 ✓'  # escaped differently by naive JSON writers
     Run.objects.filter(pk=submitted_run.pk).update(current_state=awkward)
 
-    first = claim_lease(str(submitted_run.pk), "w1")
+    first, _ = claim_lease(str(submitted_run.pk), "w1")
     Run.objects.filter(pk=submitted_run.pk).update(lease_owner="", lease_expires_at=None)
-    again = claim_lease(str(submitted_run.pk), "w2")
+    again, _ = claim_lease(str(submitted_run.pk), "w2")
 
     assert (first.status, first.lease_owner, again.status) == (Run.Status.RUNNING, "w1", Run.Status.RUNNING)
     started = AuditEvent.objects.get(action="run.started")
@@ -198,7 +198,7 @@ def test_of_workers_claiming_a_queued_run_at_once_one_takes_and_starts_it(submit
     def claim(worker: str) -> Run | None:
         try:
             start.wait(timeout=10)
-            return claim_lease(str(submitted_run.pk), worker)
+            return claim_lease(str(submitted_run.pk), worker)[0]
         finally:
             connection.close()
 

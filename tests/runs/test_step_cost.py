@@ -63,3 +63,23 @@ def test_a_step_costs_a_fixed_number_of_statements(publish, submit, steps):
         assert len(appends) == steps + 1  # the start's and each step's
     assert StepCheckpoint.objects.filter(run=run).count() == steps
     assert verify_chain().ok
+
+
+def test_a_run_taken_up_again_reads_its_checkpoints_with_its_claim(publish, submit, settings):
+    publish(gates("gates_taken_up", 3))
+    run = submit("gates_taken_up", {"never_true": False})
+    settings.RUN_TIME_SLICE_SECONDS = 0  # the first worker gives the run back after one step
+    services.run_advance(run_id=str(run.pk), worker="first")
+    settings.RUN_TIME_SLICE_SECONDS = 60
+
+    sql = statements(run)
+
+    checkpoint_reads = [s for s in sql if s.startswith('SELECT "runs_stepcheckpoint"')]
+    if POSTGRES:
+        assert (len(sql), checkpoint_reads) == (1 + 2 * PER_STEP, []), "\n".join(s[:120] for s in sql)
+    else:
+        assert len(checkpoint_reads) == 1
+    # The second worker numbered its steps on from the first's: it knew the first step's checkpoint.
+    checkpoints = StepCheckpoint.objects.filter(run=run).order_by("sequence")
+    assert list(checkpoints.values_list("sequence", "state")) == [(1, "gate_1"), (2, "gate_2"), (3, "gate_3")]
+    assert verify_chain().ok
