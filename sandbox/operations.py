@@ -2,10 +2,10 @@
 
 Reads take the call's arguments and return a result. Writes also take the call's
 idempotency key and happen at most once per key: each runs in one transaction that first
-locks the key's row in the Effect table, replays the stored reply if there is one, and
-otherwise inserts the row before touching anything else. When duplicates race, the unique
-key makes all but the first wait and then fail to insert; their transactions roll back and
-they read the first one's reply instead, so there is one effect however many calls arrive.
+inserts the key's row in the Effect table, before touching anything else. A key used before
+fails that insert: the transaction rolls back and the stored reply is replayed. When
+duplicates race, the unique key makes all but the first wait for its commit and then fail to
+insert, so there is one effect however many calls arrive.
 
 During a simulated `Outage` a call is refused before any of that, as `Unavailable`: nothing
 happened, and the same call with the same key is served once the outage has refused enough.
@@ -198,20 +198,17 @@ def _once(operation: str, args: dict, idempotency_key: str, write: Write) -> Out
     if not idempotency_key:
         raise OperationError(f"{operation} is a write and needs an idempotency key")
     try:
-        return _apply_once(operation, args, idempotency_key, write)
-    except IntegrityError:
-        # A concurrent call with the same key committed first; its row is visible now.
-        return _apply_once(operation, args, idempotency_key, write)
-
-
-def _apply_once(operation: str, args: dict, idempotency_key: str, write: Write) -> Outcome:
-    with transaction.atomic():
-        effect = Effect.objects.select_for_update().filter(idempotency_key=idempotency_key).first()
-        if effect is None:
+        with transaction.atomic():
             effect = Effect.objects.create(idempotency_key=idempotency_key, operation=operation, args=args)
             effect.result, effect.effect_id = write(args, effect)
             effect.save(update_fields=["result", "effect_id"])
             return Outcome(effect.result, effect.effect_id)
+    except IntegrityError:
+        # The key's row exists: written before, or by a concurrent call whose commit this
+        # INSERT waited for. Either way its reply is visible now.
+        effect = Effect.objects.filter(idempotency_key=idempotency_key).first()
+        if effect is None:  # some other constraint refused the write
+            raise
     if (effect.operation, effect.args) != (operation, args):
         raise OperationError(f"idempotency key {idempotency_key!r} was already used for another call")
     return Outcome(effect.result, effect.effect_id, replayed=True)
