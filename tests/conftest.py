@@ -1,7 +1,9 @@
 """Personas, API clients and a real Celery worker process for the test suite."""
 
 import copy
+import time
 import uuid
+import warnings
 from pathlib import Path
 
 import pytest
@@ -32,6 +34,29 @@ def isolated_celery_queue():
     yield queue
     with celery_app.connection_for_write() as broker:
         broker.default_channel.queue_purge(queue)
+
+
+@pytest.fixture(scope="session", autouse=True)
+def test_database_left_alone(django_db_setup, django_db_blocker):
+    """Before the test database is dropped: the backends of worker processes stopped moments ago
+    may still be exiting, and PostgreSQL refuses to drop a database in use. Wait for them (a
+    few seconds at most), and name any session that stays, so that a leak shows where it is."""
+    yield
+    if connection.vendor != "postgresql":
+        return
+    with django_db_blocker.unblock(), connection.cursor() as cursor:
+        deadline = time.monotonic() + 10
+        while True:
+            cursor.execute(
+                "SELECT pid, application_name, state, left(query, 80) FROM pg_stat_activity "
+                "WHERE datname = current_database() AND pid <> pg_backend_pid()"
+            )
+            others = cursor.fetchall()
+            if not others or time.monotonic() > deadline:
+                break
+            time.sleep(0.1)
+    for session in others:
+        warnings.warn(f"a session outlived the tests: {session}", stacklevel=1)
 
 
 @pytest.fixture(autouse=True)
