@@ -19,7 +19,9 @@ from typing import Any
 import psycopg
 from django.db import connection, models
 
-from ..models import Run
+from policy.models import PolicyDecision
+
+from ..models import Effect, PendingAction, Run
 from .common import WORKER
 
 # What the function answers, beside the database time it read under the row lock.
@@ -88,6 +90,37 @@ def inserted_fields(model: type[models.Model]) -> list[models.Field]:
     return [f for f in model._meta.concrete_fields if not f.primary_key and not f.has_db_default()]
 
 
+def _columns(model: type[models.Model]) -> str:
+    return ", ".join(field.column for field in inserted_fields(model))
+
+
+# A tool call's decision and what it allows, also one statement, before the call: the tool.call
+# decision's log row; whether the exact action was approved, when policy asks for an approval;
+# and, for a write that may go ahead, its write-ahead intent (the idempotency key's row; none
+# when a first attempt wrote it). Answers (decision id, approved, the intent's id or NULL).
+TOOL_DECISION = f"""
+    WITH decision AS (
+        INSERT INTO {PolicyDecision._meta.db_table} ({_columns(PolicyDecision)})
+        SELECT {_columns(PolicyDecision)}
+        FROM jsonb_populate_record(NULL::{PolicyDecision._meta.db_table}, %(decision)s::jsonb)
+        RETURNING id
+    ), approval AS (
+        SELECT %(action_hash)s::text IS NULL OR EXISTS (
+            SELECT FROM {PendingAction._meta.db_table} AS p
+            WHERE p.run_id = %(run)s::uuid AND p.state = %(state)s::text
+                AND p.action_hash = %(action_hash)s::text AND p.status = '{PendingAction.Status.APPROVED}'
+        ) AS granted
+    ), intent AS (
+        INSERT INTO {Effect._meta.db_table} ({_columns(Effect)})
+        SELECT {_columns(Effect)} FROM jsonb_populate_record(NULL::{Effect._meta.db_table}, %(intent)s::jsonb)
+        WHERE %(intent)s::jsonb IS NOT NULL AND (SELECT granted FROM approval)
+        ON CONFLICT (idempotency_key) DO NOTHING
+        RETURNING id
+    )
+    SELECT (SELECT id FROM decision), (SELECT granted FROM approval), (SELECT id FROM intent)
+"""  # noqa: S608
+
+
 _FUNCTION = """
     CREATE OR REPLACE FUNCTION baton_step_commit(
         run_pk uuid, lease_token text, decided_at timestamptz, lease_seconds double precision,
@@ -149,17 +182,14 @@ def install_step_commit_function(cursor, apps) -> None:
     run, checkpoint = apps.get_model("runs", "Run"), apps.get_model("runs", "StepCheckpoint")
     effect, decision = apps.get_model("runs", "Effect"), apps.get_model("policy", "PolicyDecision")
 
-    def columns(model) -> str:
-        return ", ".join(f.column for f in inserted_fields(model))
-
     cursor.execute(
         _FUNCTION.format(
             run=run._meta.db_table,
             effect=effect._meta.db_table,
             decision=decision._meta.db_table,
             checkpoint=checkpoint._meta.db_table,
-            decision_columns=columns(decision),
-            checkpoint_columns=columns(checkpoint),
+            decision_columns=_columns(decision),
+            checkpoint_columns=_columns(checkpoint),
             effect_committed="committed",
             succeeded="succeeded",
             lease_lost=LEASE_LOST,

@@ -1,25 +1,29 @@
 """Executing one step of a released workflow: an agent's model call, a tool call, or a human gate.
 
-Each executor returns a `StepOutcome` and writes nothing but the effect ledger's write-ahead
-rows; the caller commits the outcome (checkpoint, next state, audit) in one transaction.
+Each executor returns a `StepOutcome` and writes nothing but a tool call's decision log row and
+its write-ahead intent in the effect ledger; the caller commits the outcome (checkpoint, next
+state, audit) in one transaction.
 """
 
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
-from django.db import IntegrityError
+import orjson
+from django.db import IntegrityError, connection
 from django.db.models.functions import Now
 
 from controlplane.canonical import digest
 from controlplane.models import AuditEvent
-from policy.services import Decision, decision_input, policy_decide
+from policy.models import PolicyDecision
+from policy.services import Decision, decision_input, decision_row, policy_evaluate
 from registry.expressions import EvaluationError, ExpressionError, is_true, parse
 from registry.models import Agent
 from registry.workflow_definitions import END
 
 from .. import providers, tools
 from ..models import Effect, PendingAction, Run
+from . import commit_sql
 from .common import own_transaction
 from .envelope import merged_facts
 from .released import ReleasedWorkflow
@@ -193,20 +197,23 @@ def execute_gate_step(run: Run, step: dict, results: dict) -> StepOutcome:
     fired = gate_conditions_fired(step, facts)
     if not fired:
         return StepOutcome("done", output={"approval_required": False}, details={"kind": "gate", "fired": []})
-    return _approval_or_park(
-        run,
+    proposed = gate_proposed_action(step, fired, facts)
+    action_hash = _action_hash(run, proposed)
+    if _approved(run, step["name"], action_hash):
+        return StepOutcome(
+            "done",
+            output={"approval_required": True, "approved": True},
+            details={"kind": "gate", "fired": fired},
+        )
+    return _park(
         step,
-        gate_proposed_action(step, fired, facts),
+        proposed,
+        action_hash,
         reasons=fired,
         approvers=["reviewer"],
         quorum=1,
         risk={"conditions": fired},
         decision_id=None,
-        done=StepOutcome(
-            "done",
-            output={"approval_required": True, "approved": True},
-            details={"kind": "gate", "fired": fired},
-        ),
     )
 
 
@@ -220,25 +227,29 @@ def _condition_names(step: dict) -> set[str]:
     return names
 
 
-def _approval_or_park(
-    run: Run,
+def _action_hash(run: Run, proposed: dict) -> str:
+    """What an approval binds to: the exact action, under the run's release."""
+    return digest({"action": proposed, "release": run.release_id})
+
+
+def _approved(run: Run, state: str, action_hash: str) -> bool:
+    return PendingAction.objects.filter(
+        run=run, state=state, action_hash=action_hash, status=PendingAction.Status.APPROVED
+    ).exists()
+
+
+def _park(
     step: dict,
     proposed: dict,
+    action_hash: str,
     *,
     reasons: list[str],
     approvers: list[str],
     quorum: int,
     risk: dict,
     decision_id: int | None,
-    done: StepOutcome,
 ) -> StepOutcome:
-    """Go on if this exact action was approved; otherwise park the run with a pending action."""
-    action_hash = digest({"action": proposed, "release": run.release_id})
-    approved = PendingAction.objects.filter(
-        run=run, state=step["name"], action_hash=action_hash, status=PendingAction.Status.APPROVED
-    ).exists()
-    if approved:
-        return done
+    """Park the run with a pending action: this exact action waits for a decision."""
     return StepOutcome(
         "park",
         pending={
@@ -282,8 +293,12 @@ def execute_tool_step(
         return StepOutcome(
             "fail", error=f"cannot build the arguments of {step['tool']}: {error}", retryable=False
         )
-    agent_slug = step.get("agent") or released.definition.get("run_as")
-    decision = _tool_decision(run, released, step, spec, agent_slug, args, facts, now)
+    key = idempotency_key(
+        run, step["name"], str(facts.get(step.get("idempotency_key", "case_id"), run.case_id))
+    )
+    proposed = {"tool": step["tool"], "args": args}
+    ruling = _tool_ruling(run, released, step, spec, proposed, facts, now, key)
+    decision = ruling.decision
     if not decision.allow:
         return StepOutcome(
             "fail",
@@ -291,16 +306,11 @@ def execute_tool_step(
             retryable=False,
             details={"policy_decision": decision.decision_id},
         )
-    key = idempotency_key(
-        run, step["name"], str(facts.get(step.get("idempotency_key", "case_id"), run.case_id))
-    )
-    proposed = {"tool": step["tool"], "args": args}
-    outcome = StepOutcome("done")
-    if decision.require_approval:
-        outcome = _approval_or_park(
-            run,
+    if not ruling.approved:
+        return _park(
             step,
             proposed,
+            ruling.action_hash,
             reasons=decision.reasons,
             approvers=decision.approvers,
             quorum=decision.quorum or 1,
@@ -310,11 +320,8 @@ def execute_tool_step(
                 "amount": facts.get("amount"),
                 "sensitivity": run.sensitivity,
             },
-            done=outcome,
         )
-        if outcome.kind == "park":
-            return outcome
-    return _call_tool(run, released, step, spec, args, key, decision)
+    return _call_tool(run, released, step, spec, args, key, ruling)
 
 
 def tool_decision_input(run, released, step, spec, agent: Agent | None, agent_slug, args, facts, now) -> dict:
@@ -338,16 +345,78 @@ def tool_decision_input(run, released, step, spec, agent: Agent | None, agent_sl
     )
 
 
-def _tool_decision(run, released, step, spec, agent_slug, args, facts, now) -> Decision:
+@dataclass(frozen=True)
+class _ToolRuling:
+    """What stands before a tool call: policy's decision (logged), whether the exact action was
+    approved (true when policy asks for no approval), and for a write allowed to go ahead its
+    write-ahead row and whether this attempt wrote it."""
+
+    decision: Decision
+    approved: bool
+    action_hash: str | None = None
+    effect: Effect | None = None
+    created: bool = False
+
+
+def _tool_ruling(run, released, step, spec, proposed, facts, now, key) -> _ToolRuling:
+    """Decide the call, log the decision, check the approval and write the intent ahead: one
+    statement on PostgreSQL (commit_sql.TOOL_DECISION), the same writes one by one elsewhere."""
+    agent_slug = step.get("agent") or released.definition.get("run_as")
     agent = Agent.objects.select_related("service_user").filter(slug=agent_slug).first()
-    return policy_decide(
+    args = proposed["args"]
+    document = tool_decision_input(run, released, step, spec, agent, agent_slug, args, facts, now)
+    decision = policy_evaluate("tool.call", document, bundle=released.policy)
+    row = decision_row(
         "tool.call",
-        tool_decision_input(run, released, step, spec, agent, agent_slug, args, facts, now),
+        document,
+        decision,
         bundle=released.policy,
         actor=f"agent:{agent_slug}",
         trace_id=run.trace_id,
         run_id=run.pk,
     )
+    approval_needed = decision.allow and decision.require_approval
+    action_hash = _action_hash(run, proposed) if approval_needed else None
+    intent = None
+    if decision.allow and spec["side_effect"] != "read":
+        intent = {
+            "run_id": run.pk,
+            "state": step["name"],
+            "tool": step["tool"],
+            "idempotency_key": key,
+            "args": args,
+            "status": Effect.Status.INTENDED,
+            "effect_id": "",
+            "compensation_tool": step.get("compensate") or spec.get("compensation_tool", ""),
+        }
+    if connection.vendor == "postgresql":
+        return _tool_ruling_in_one_statement(run, step, decision, row, action_hash, intent)
+    decision = replace(decision, decision_id=PolicyDecision.objects.create(**row).pk)
+    approved = action_hash is None or _approved(run, step["name"], action_hash)
+    if intent is None or not approved:
+        return _ToolRuling(decision, approved, action_hash)
+    effect, created = _write_ahead(**intent)
+    return _ToolRuling(decision, approved, action_hash, effect, created)
+
+
+def _tool_ruling_in_one_statement(run, step, decision, row, action_hash, intent) -> _ToolRuling:
+    arguments = {
+        "decision": orjson.dumps(row, option=orjson.OPT_NON_STR_KEYS).decode(),
+        "action_hash": action_hash,
+        "run": run.pk,
+        "state": step["name"],
+        "intent": orjson.dumps(intent, option=orjson.OPT_NON_STR_KEYS).decode() if intent else None,
+    }
+    with own_transaction(), commit_sql.server_binding_cursor() as cursor:
+        cursor.execute(commit_sql.TOOL_DECISION, arguments)
+        decision_id, approved, effect_pk = cursor.fetchone()
+    decision = replace(decision, decision_id=decision_id)
+    if intent is None or not approved:
+        return _ToolRuling(decision, approved, action_hash)
+    if effect_pk is None:  # the key's row is a first attempt's
+        effect = Effect.objects.get(idempotency_key=intent["idempotency_key"])
+        return _ToolRuling(decision, approved, action_hash, effect)
+    return _ToolRuling(decision, approved, action_hash, Effect(pk=effect_pk, **intent), created=True)
 
 
 def transition_decision_input(
@@ -383,15 +452,15 @@ def _read(call: "tools.ToolCall", step: dict, decision: Decision) -> StepOutcome
     return StepOutcome("done", output=result.result, spent={"tool_calls": 1}, details=details)
 
 
-def _write_ahead(key: str, **intent: Any) -> tuple[Effect, bool]:
+def _write_ahead(**intent: Any) -> tuple[Effect, bool]:
     """(The effect's row, whether this call wrote it.) The intent is committed before the call,
     so that a crash after it is seen: one INSERT, its own transaction. A retry's INSERT meets the
     unique key its first attempt wrote, and reads that row instead."""
     try:
         with own_transaction():
-            return Effect.objects.create(idempotency_key=key, **intent), True
+            return Effect.objects.create(**intent), True
     except IntegrityError:
-        effect = Effect.objects.filter(idempotency_key=key).first()
+        effect = Effect.objects.filter(idempotency_key=intent["idempotency_key"]).first()
         if effect is None:  # some other constraint refused the row
             raise
         return effect, False
@@ -407,22 +476,19 @@ def _call_facts(args: dict, facts: dict) -> dict:
     return called
 
 
-def _call_tool(run, released, step, spec, args, key, decision) -> StepOutcome:
+def _call_tool(run, released, step, spec, args, key, ruling: _ToolRuling) -> StepOutcome:
     call = tools.ToolCall(
         tool=step["tool"], spec=spec, args=args, idempotency_key=key, timeout_s=step.get("timeout_s", 10.0)
     )
     if spec["side_effect"] == "read":
-        return _read(call, step, decision)
-    compensation = step.get("compensate") or spec.get("compensation_tool", "")
-    effect, created = _write_ahead(
-        key, run=run, state=step["name"], tool=step["tool"], args=args, compensation_tool=compensation
-    )
+        return _read(call, step, ruling.decision)
+    effect, created = ruling.effect, ruling.created
     details = {
         "kind": "tool",
         "tool": step["tool"],
         "idempotency_key": key,
         "effect": effect.pk,
-        "policy_decision": decision.decision_id,
+        "policy_decision": ruling.decision.decision_id,
     }
     if effect.status == Effect.Status.COMMITTED:
         return StepOutcome("done", output=effect.result, details={**details, "replayed": True})

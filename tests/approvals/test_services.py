@@ -67,6 +67,42 @@ def test_an_approval_resumes_the_run_which_carries_out_the_approved_action(parke
     assert verify_chain().ok
 
 
+def test_the_resumed_call_logs_its_decision_checks_the_approval_and_writes_ahead_at_once(parked, reviewer):
+    """On PostgreSQL one statement, before the tool is called; elsewhere three."""
+    pending = parked()
+    decide(pending, reviewer)
+    run = Run.objects.get(pk=pending.run_id)
+    with CaptureQueriesContext(connection) as queries:
+        assert advance(run).status == Run.Status.SUCCEEDED
+    statements = [query["sql"] for query in queries.captured_queries]
+    first_of_the_tool = next(n for n, sql in enumerate(statements) if "sandbox_" in sql)
+    before_the_call = statements[:first_of_the_tool]
+    separate = [
+        sql
+        for sql in before_the_call
+        if sql.startswith(('INSERT INTO "policy_policydecision"', 'INSERT INTO "runs_effect"'))
+        or sql.startswith('SELECT 1 AS "a" FROM "runs_pendingaction"')
+    ]
+    if connection.vendor == "postgresql":
+        assert [sql for sql in before_the_call if "WITH decision AS" in sql] != [] and separate == []
+    else:
+        assert len(separate) == 3, separate
+    effect = Effect.objects.get(run=run, state="commit")
+    assert effect.status == Effect.Status.COMMITTED and effect.tool == "crm.update_case"
+    assert effect.compensation_tool == "crm.reopen_case"
+    called = PolicyDecision.objects.get(
+        run_id=str(run.pk),
+        decision_point="tool.call",
+        allow=True,
+        input__tool__name="crm.update_case",
+        require_approval=True,
+        pk__gt=pending.policy_decision_id,
+    )
+    step = StepCheckpoint.objects.get(run=run, state="commit")
+    assert step.details["policy_decision"] == called.pk and step.details["effect"] == effect.pk
+    assert verify_chain().ok
+
+
 def test_a_rejection_needs_a_reason_and_ends_the_run_as_its_step_says(parked, reviewer):
     pending = parked()
     with pytest.raises(InvalidInput, match="needs a reason"):
