@@ -16,17 +16,22 @@ from django.contrib.auth.decorators import login_required
 from django.contrib.auth.models import Group
 from django.core.management import call_command
 from django.db import connection, transaction
-from django.http import HttpRequest, HttpResponse
+from django.http import HttpRequest, HttpResponse, HttpResponseRedirect
 from django.test import Client
 from django.test.utils import CaptureQueriesContext
 from django.urls import include, path
 from django.utils import timezone
+from django.views.decorators.http import require_POST
 
+from controlplane.audit import Entry, ObjectRef, append_argument
 from controlplane.celery import app
 from controlplane.identity import PLATFORM, REVIEWER, Actor, actor_for, api_key_issue
 from controlplane.models import AuditEvent
+from policy.models import PolicyDecision
+from policy.services import policy_evaluate
 from registry.services.bundles import bundle_apply, load_bundle_file
-from runs.models import PendingAction, Run
+from runs.engine.released import released_workflow
+from runs.models import Effect, PendingAction, Run
 from runs.services import task_submit
 from sandbox.models import SupportCase
 
@@ -53,7 +58,69 @@ def trivial(request: HttpRequest) -> HttpResponse:
     return HttpResponse("ok")
 
 
-urlpatterns = [path("bench/trivial/", trivial), path("", include("controlplane.urls"))]
+# The parts of pause -> resume, each at its least, for a floor measured beside the real thing:
+# the decision's request (a signed-in POST; the request's row locked; approval.decide evaluated;
+# what it writes as one statement; its commit; the run handed to Celery) and the worker's step
+# (the claim as one statement; the agent read; tool.call evaluated; the decision log and the
+# write-ahead intent as one statement; the system of record's write as one statement; the step
+# committed as one append to the ledger). Same middleware, engine, bundle, broker and worker; the
+# policy inputs are the ones the real resumes logged. No checks, no ORM, nothing else.
+FLOOR_WRITES = "bench_floor_writes"
+FLOOR_WRITE = f"INSERT INTO {FLOOR_WRITES} (run_id, allow) VALUES (%s, %s)"
+_floor_inputs: dict[str, tuple] = {}
+
+
+def floor_inputs(run_id: str) -> tuple:
+    """(approval.decide input, tool.call input, the bundle) from a run that resumed for real."""
+    if not _floor_inputs:
+        run = Run.objects.get(pk=run_id)
+        logged = PolicyDecision.objects.filter(run_id=run_id).order_by("-pk")
+        decide = logged.filter(decision_point="approval.decide").values_list("input", flat=True)[0]
+        call = logged.filter(decision_point="tool.call").values_list("input", flat=True)[0]
+        call["args"] = Effect.objects.get(run_id=run_id, state="commit").args  # redacted in the log
+        _floor_inputs["inputs"] = (decide, call, released_workflow(run.release_id).policy)
+    return _floor_inputs["inputs"]
+
+
+@login_required
+@require_POST
+def floor_decide(request: HttpRequest, pk: int, resumed: str) -> HttpResponse:
+    decide, _, bundle = floor_inputs(resumed)
+    with transaction.atomic(), connection.cursor() as cursor:
+        cursor.execute("SELECT run_id FROM runs_pendingaction WHERE id = %s FOR UPDATE", [pk])
+        (run_id,) = cursor.fetchone()
+        decision = policy_evaluate("approval.decide", decide, bundle=bundle)
+        cursor.execute(FLOOR_WRITE, [run_id, decision.allow])
+        transaction.on_commit(lambda: floor_step.delay(str(run_id), resumed))
+    return HttpResponseRedirect("/approvals/")
+
+
+@app.task(name="bench.floor_step")
+def floor_step(run_id: str, resumed: str) -> None:
+    _, call, bundle = floor_inputs(resumed)
+    with connection.cursor() as cursor:
+        cursor.execute("UPDATE runs_run SET updated_at = now() WHERE id = %s RETURNING case_id", [run_id])
+        (case_id,) = cursor.fetchone()
+        cursor.execute("SELECT status, allowed_tools FROM registry_agent WHERE slug = %s", ["case_manager"])
+        cursor.fetchone()
+        decision = policy_evaluate("tool.call", call, bundle=bundle)
+        cursor.execute(FLOOR_WRITE, [run_id, decision.allow])
+        cursor.execute("UPDATE sandbox_supportcase SET status = 'resolved' WHERE case_id = %s", [case_id])
+        step = Entry(
+            "system:worker",
+            "run.step.completed",
+            ObjectRef("runs.run", run_id),
+            {"state": "commit", "sequence": 5},
+            run_id=run_id,
+        )
+        cursor.execute("SELECT count(*) FROM baton_audit_append(true, %s::jsonb)", [append_argument([step])])
+
+
+urlpatterns = [
+    path("bench/trivial/", trivial),
+    path("bench/floor/<int:pk>/<uuid:resumed>/", floor_decide),
+    path("", include("controlplane.urls")),
+]
 
 
 def prepare() -> None:
@@ -254,6 +321,24 @@ def pause_to_resume(browser: Client, commits: StepCommits, run_id: str, pending_
         "to_started": (appended["run.started"] - appended["run.approved"]).total_seconds(),
         "step": (step_at - appended["run.started"]).total_seconds(),
     }
+
+
+def floor_resume(
+    browser: Client, commits: StepCommits, run_id: str, pending_id: int, resumed: str
+) -> tuple[float, float]:
+    """Seconds from the floor's POST to the commit of its step's event, and of its POST."""
+    started = time.perf_counter()
+    response = browser.post(f"/bench/floor/{pending_id}/{resumed}/")
+    answered = time.perf_counter() - started
+    assert response.status_code == 302, response.status_code
+    if not commits.wait_for(run_id, 30):
+        raise RuntimeError(f"the floor's step for run {run_id} did not commit in 30 s")
+    return time.perf_counter() - started, answered
+
+
+def create_floor_table() -> None:
+    with connection.cursor() as cursor:
+        cursor.execute(f"CREATE TABLE {FLOOR_WRITES} (id bigserial PRIMARY KEY, run_id uuid, allow boolean)")
 
 
 def celery_round_trip() -> float:

@@ -17,6 +17,11 @@ postgres://postgres@127.0.0.1:5432), migrates it, applies the demo support workf
    that a bench-only trigger on the ledger sends, delivered at that commit: no polling),
    and where it went: the POST, then by the ledger's clock the decision's `run.approved` to the
    worker's `run.started`, and `run.started` to the step's event.
+   Beside it, interleaved, a floor: the same parts each at its least, on other parked runs
+   (`_inbox_support.floor_decide` and `floor_step`: the signed-in POST, the locked read,
+   approval.decide, one write and its commit, the Celery hop, the claim, the agent read,
+   tool.call, one write for the decision and the intent, one for the system of record's write,
+   the step's ledger append), with the policy inputs the real resumes logged.
    Baseline, interleaved: a trivial task's round trip through the same broker and worker
    (result awaited), plus one single-row INSERT + COMMIT on PostgreSQL. Every sample, resume
    and baseline alike, starts after the same pause: on a virtual machine a call made right
@@ -180,21 +185,29 @@ def measure(url: str) -> int:
     commits = CommitBench(url)
     step_commits = inbox.StepCommits(url, state="commit")
     try:
-        run_ids = inbox.submit_parked(RESUMES + 3)
-        parked = inbox.wait_parked(run_ids, timeout=30 + 2 * len(run_ids))
+        inbox.create_floor_table()
+        parked_ids = inbox.submit_parked(2 * (RESUMES + 3))
+        parked = inbox.wait_parked(parked_ids, timeout=30 + 2 * len(parked_ids))
+        run_ids, floor_ids = parked_ids[: RESUMES + 3], parked_ids[RESUMES + 3 :]
         for _ in range(WARMUP):
             inbox.celery_round_trip()
             commits.once()
         parts: dict[str, list[float]] = {"resume": [], "post": [], "to_started": [], "step": []}
-        round_trips, one_commit = [], []
-        for n, run_id in enumerate(run_ids):
+        round_trips, one_commit, floor, floor_post = [], [], [], []
+        for n, (run_id, floor_id) in enumerate(zip(run_ids, floor_ids, strict=True)):
             # Every sample starts from the same quiet machine (the run before has finished):
             # what a process does right after another call costs less than after a pause.
             time.sleep(SETTLE_S)
             measured = inbox.pause_to_resume(browser, step_commits, run_id, parked[run_id])
+            time.sleep(SETTLE_S)
+            floor_s, floor_post_s = inbox.floor_resume(
+                browser, step_commits, floor_id, parked[floor_id], resumed=run_id
+            )
             if n >= 3:  # the first resumes warm the worker's caches
                 for part, seconds in measured.items():
                     parts[part].append(seconds)
+                floor.append(floor_s)
+                floor_post.append(floor_post_s)
             time.sleep(SETTLE_S)
             round_trips.append(inbox.celery_round_trip())
             time.sleep(SETTLE_S)
@@ -211,6 +224,8 @@ def measure(url: str) -> int:
     print(describe("  of which the POST (decision, policy, audit)", parts["post"]))
     print(describe("  run.approved → run.started (ledger clock)", parts["to_started"]))
     print(describe("  run.started → the step's event (ledger clock)", parts["step"]))
+    print(describe("its parts, each at its least (a floor)", floor))
+    print(describe("  of which the POST", floor_post))
     print(describe("Celery round trip (trivial task, result)", round_trips))
     print(describe("PostgreSQL INSERT + COMMIT", one_commit))
     print(f"  runs after approval: {statuses}")
@@ -220,6 +235,7 @@ def measure(url: str) -> int:
     api_ratio = percentile(samples["API GET /api/v1/approvals?status=pending"], 0.5) / trivial
     baseline = percentile(round_trips, 0.5) + percentile(one_commit, 0.5)
     resume_ratio = percentile(resumes, 0.5) / baseline
+    floor_ratio = percentile(floor, 0.5) / baseline
     print(
         f"targets: inbox and API list p50 < {TARGET_PAGE_RATIO}x the trivial view; "
         f"pause to resume p50 < {TARGET_RESUME_RATIO}x (Celery round trip + one commit); "
@@ -228,8 +244,8 @@ def measure(url: str) -> int:
     print(
         f"inbox first page {page_ratio:.1f}x, API list {api_ratio:.1f}x the trivial view "
         f"({trivial * 1e3:.2f} ms); pause to resume {resume_ratio:.1f}x "
-        f"({percentile(resumes, 0.5) * 1e3:.1f} ms / {baseline * 1e3:.1f} ms); "
-        f"query counts {'constant' if constant else 'GROW'}"
+        f"({percentile(resumes, 0.5) * 1e3:.1f} ms / {baseline * 1e3:.1f} ms), its parts at their least "
+        f"{floor_ratio:.1f}x; query counts {'constant' if constant else 'GROW'}"
     )
     succeeded = statuses.get("succeeded", 0) == len(run_ids)
     met = (
