@@ -48,13 +48,27 @@ class RunStatus:
 
 
 class BatonClient:
+    """Baton's REST API as methods. It keeps its HTTP connections open between calls: close it
+    (or use it in a `with` block) when done; a session passed in stays the caller's to close."""
+
     def __init__(
         self, base_url: str, api_key: str, *, timeout: float = 10.0, session: requests.Session | None = None
     ):
         self.base_url = base_url.rstrip("/") + "/api/v1"
         self.timeout = timeout
+        self._owns_session = session is None
         self.session = session or requests.Session()
         self.session.headers["Authorization"] = f"Bearer {api_key}"
+
+    def close(self) -> None:
+        if self._owns_session:
+            self.session.close()
+
+    def __enter__(self) -> "BatonClient":
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
 
     # Tasks and runs -------------------------------------------------------------------------
 

@@ -1,6 +1,7 @@
 """The Python client against a live server and a real worker: submit, wait, decide, evidence."""
 
 import pytest
+import requests
 
 from baton_client import BatonClient, BatonError
 from controlplane.identity import Actor, api_key_issue
@@ -10,13 +11,28 @@ pytestmark = [pytest.mark.worker, pytest.mark.usefixtures("worker")]
 SMALL_REFUND = {"text": "Please refund order #123, I want my money back: a refund of $120"}
 
 
-def client(live_server, user, scopes) -> BatonClient:
+def key(user, scopes) -> str:
     issued = api_key_issue(user=user, name="client", scopes=scopes, issued_by=Actor("tests", kind="system"))
-    return BatonClient(live_server.url, issued.secret)
+    return issued.secret
+
+
+@pytest.fixture
+def client():
+    """Clients with a new API key each, closed after the test: an open client keeps its HTTP
+    connection, and with it a live server thread and that thread's database session."""
+    made: list[BatonClient] = []
+
+    def make(live_server, user, scopes) -> BatonClient:
+        made.append(BatonClient(live_server.url, key(user, scopes)))
+        return made[-1]
+
+    yield make
+    for baton in made:
+        baton.close()
 
 
 def test_submit_wait_decide_and_download_evidence(
-    live_server, demo_registry, requester, reviewer, auditor, tmp_path
+    live_server, client, demo_registry, requester, reviewer, auditor, tmp_path
 ):
     baton = client(live_server, requester, ["tasks:write", "runs:read"])
     accepted = baton.submit_task(
@@ -57,7 +73,7 @@ def test_submit_wait_decide_and_download_evidence(
     assert verifier.verify_package(package)["runs"] == 1
 
 
-def test_refusals_carry_the_problem_details(live_server, requester):
+def test_refusals_carry_the_problem_details(live_server, client, requester):
     baton = client(live_server, requester, ["runs:read"])
     with pytest.raises(BatonError) as missing_scope:
         baton.submit_task("builtin.intake", case_id="C-1", input={"text": "hi"})
@@ -68,6 +84,28 @@ def test_refusals_carry_the_problem_details(live_server, requester):
         writer.submit_task("builtin.intake", case_id="C-1", input={"text": "hi"}, sensitivity="secret")
     assert invalid.value.status == 422 and "sensitivity" in invalid.value.errors
 
-    with pytest.raises(BatonError) as unauthenticated:
-        BatonClient(live_server.url, "baton_not-a-key").get_run("00000000-0000-0000-0000-000000000000")
+    with (
+        BatonClient(live_server.url, "baton_not-a-key") as stranger,
+        pytest.raises(BatonError) as unauthenticated,
+    ):
+        stranger.get_run("00000000-0000-0000-0000-000000000000")
     assert unauthenticated.value.status == 401
+
+
+def test_a_client_hangs_up_when_closed_but_not_on_a_session_it_was_given(live_server, requester):
+    secret = key(requester, ["runs:read"])
+    missing = "00000000-0000-0000-0000-000000000000"
+
+    def open_connections(session: requests.Session) -> int:
+        return len(session.get_adapter(live_server.url).poolmanager.pools)
+
+    with BatonClient(live_server.url, secret) as baton:
+        with pytest.raises(BatonError):
+            baton.get_run(missing)
+        assert open_connections(baton.session) == 1
+    assert open_connections(baton.session) == 0
+
+    with requests.Session() as given:
+        with BatonClient(live_server.url, secret, session=given) as baton, pytest.raises(BatonError):
+            baton.get_run(missing)
+        assert open_connections(given) == 1

@@ -41,14 +41,15 @@ class Command(BaseCommand):
             issued_by=ISSUER,
         )
         try:
-            report = drive(
-                BatonClient(options["url"], issued.secret),
-                rate=options["rate"],
-                duration=options["duration"],
-                wait=options["wait"],
-                prefix=f"traffic-{secrets.token_hex(4)}",
-                progress=self._progress,
-            )
+            with BatonClient(options["url"], issued.secret) as client:
+                report = drive(
+                    client,
+                    rate=options["rate"],
+                    duration=options["duration"],
+                    wait=options["wait"],
+                    prefix=f"traffic-{secrets.token_hex(4)}",
+                    progress=self._progress,
+                )
         finally:
             api_key_revoke(api_key=issued.api_key, revoked_by=ISSUER)
         self.stdout.write("")
