@@ -69,11 +69,11 @@ FOUR_WEEKS = timedelta(weeks=4)
 INBOX_ROW = """<tr class="approval-row" data-approval-id="{pk}" aria-selected="false">
       <td><a class="approval-open" href="{url}" hx-get="{url}?{next_query}" hx-target="#approval-panel" \
 hx-swap="innerHTML">#{pk} {workflow}</a>
-        <div class="muted">{case_id} · <code>{state}</code></div></td>
+        <div class="muted">{case_id} · <code>{state}</code></div>
+        <div class="muted">by {requested_by}, <time datetime="{created_at}">{waited} ago</time></div></td>
       <td>{action}
         <div class="muted">{approver_group}{quorum}</div></td>
       <td><span class="risk risk-{risk}">{risk}</span><div class="muted">{sensitivity}</div></td>
-      <td>{requested_by}<div class="muted"><time datetime="{created_at}">{waited} ago</time></div></td>
       <td>{due}</td>
     </tr>"""
 

@@ -121,6 +121,8 @@ def reviewer_sees_it_finish(browser, base_url: str, target: PendingAction, run_i
     assert f"#{target.pk} support_case_resolution" in panel_text
     assert "crm.update_case" in panel_text and "CASE-1001" in panel_text
     assert "triage" in panel_text and "validate" in panel_text  # what the agent did
+    # The list fits beside the panel: every column, the due time too, without scrolling sideways.
+    assert page.locator("#approval-rows").evaluate("rows => rows.scrollWidth <= rows.clientWidth")
     screenshot(page, "inbox.png", for_readme=True)
     screenshot(page.locator("#approval-panel"), "approval-detail.png", for_readme=True)
 
