@@ -11,6 +11,9 @@ The rows travel as JSON objects keyed by column and are read back with
 jsonb_populate_record, so the columns they fill are named once, from the models, when the
 function is installed: a migration that changes runs_run, runs_stepcheckpoint, runs_effect or
 policy_policydecision must install the function again (as 0011 does) with its own models.
+
+The run's claim is such a function too, and a tool call's decision with its write-ahead intent
+is one plain statement (TOOL_DECISION), whose columns are read from the models as they are.
 """
 
 import json
