@@ -15,8 +15,7 @@ from django.db.models.functions import Now
 
 from controlplane.canonical import digest
 from controlplane.models import AuditEvent
-from policy.models import PolicyDecision
-from policy.services import Decision, decision_input, decision_row, policy_evaluate
+from policy.services import Decision, decision_input, decision_row, policy_evaluate, policy_record
 from registry.expressions import EvaluationError, ExpressionError, is_true, parse
 from registry.models import Agent
 from registry.workflow_definitions import END
@@ -366,15 +365,12 @@ def _tool_ruling(run, released, step, spec, proposed, facts, now, key) -> _ToolR
     args = proposed["args"]
     document = tool_decision_input(run, released, step, spec, agent, agent_slug, args, facts, now)
     decision = policy_evaluate("tool.call", document, bundle=released.policy)
-    row = decision_row(
-        "tool.call",
-        document,
-        decision,
-        bundle=released.policy,
-        actor=f"agent:{agent_slug}",
-        trace_id=run.trace_id,
-        run_id=run.pk,
-    )
+    logged_as = {
+        "bundle": released.policy,
+        "actor": f"agent:{agent_slug}",
+        "trace_id": run.trace_id,
+        "run_id": run.pk,
+    }
     approval_needed = decision.allow and decision.require_approval
     action_hash = _action_hash(run, proposed) if approval_needed else None
     intent = None
@@ -390,8 +386,9 @@ def _tool_ruling(run, released, step, spec, proposed, facts, now, key) -> _ToolR
             "compensation_tool": step.get("compensate") or spec.get("compensation_tool", ""),
         }
     if connection.vendor == "postgresql":
+        row = decision_row("tool.call", document, decision, **logged_as)
         return _tool_ruling_in_one_statement(run, step, decision, row, action_hash, intent)
-    decision = replace(decision, decision_id=PolicyDecision.objects.create(**row).pk)
+    decision = policy_record("tool.call", document, decision, **logged_as)
     approved = action_hash is None or _approved(run, step["name"], action_hash)
     if intent is None or not approved:
         return _ToolRuling(decision, approved, action_hash)
