@@ -13,21 +13,25 @@ from typing import Any
 
 from django.conf import settings
 from django.contrib.auth.models import AbstractBaseUser
-from django.db import transaction
-from django.db.models import Exists, OuterRef
+from django.db import connection, transaction
+from django.db.models import BigIntegerField, Exists, OuterRef, Value
 from django.db.models.functions import Now
+from django.db.models.signals import post_save
 
-from controlplane.audit import Entry, ObjectRef, ledger_lock_condition, record, record_many
+from controlplane.audit import Entry, ObjectRef, append_argument, ledger_lock_condition, record, record_many
 from controlplane.dbtime import database_now_plus
 from controlplane.errors import Conflict, Forbidden, InvalidInput, NotFound
 from controlplane.identity import Actor, actor_for
 from controlplane.models import ApiKey, AuditEvent
 from policy.bundles import PolicyBundle, governance_bundle
-from policy.services import decision_input, policy_decide
+from policy.services import Decision, decision_input, decision_row, policy_evaluate, policy_record
+from runs.engine.commit_sql import inserted_fields
 from runs.engine.released import released_workflow
 from runs.models import PendingAction, Run
 from runs.services.decisions import pending_action_expire, pending_action_settle
+from runs.services.queue import enqueue_on_commit
 
+from . import decision_sql
 from .models import ApprovalDecision, ReviewerClearance
 from .notifiers import notify_on_commit
 from .selectors import Reviewer, request_visible_to, reviewer_read
@@ -153,19 +157,7 @@ def _decide_under_lock(
     actor: Actor,
     visible_only: bool,
 ) -> tuple[ApprovalDecision | None, list[str]]:
-    # The run, the requester (the run's, copied to the request) and whether this user decided
-    # before come with the locked row (only the request's row is locked): one round trip, with
-    # no ORDER BY to build (get, not first: one row at most).
-    decided_before = ApprovalDecision.objects.filter(pending_action=OuterRef("pk"), reviewer=user)
-    try:
-        pending = (
-            PendingAction.objects.select_for_update(of=("self",))
-            .select_related("run", "requested_by")
-            .annotate(decided_before=Exists(decided_before))
-            .get(pk=pending_action_id)
-        )
-    except PendingAction.DoesNotExist:
-        raise NotFound("No such approval request.") from None
+    pending = _locked_request(pending_action_id, user)
     if visible_only and not request_visible_to(user, reviewer, pending, decided_it=pending.decided_before):
         raise NotFound("No such approval request.")
     if pending.status != PendingAction.Status.PENDING:
@@ -173,28 +165,28 @@ def _decide_under_lock(
     if pending.decided_before:
         raise Conflict("You have already decided this request; another reviewer must decide next.")
     run = pending.run
-    decision = policy_decide(
+    document = decision_input(
         "approval.decide",
-        decision_input(
-            "approval.decide",
-            reviewer={
-                "username": user.get_username(),
-                "groups": reviewer.groups,
-                "clearance": ReviewerClearance.Level(reviewer.clearance).label,
-            },
-            request={
-                "requested_by": pending.requested_by.get_username(),
-                "agent": acting_agent(run, pending.state),
-                "approver_group": pending.approver_group,
-                "sensitivity": run.sensitivity,
-            },
-            decision=verdict,
-        ),
-        bundle=policy_bundle_of(run),
-        actor=actor,
-        trace_id=run.trace_id,
-        run_id=run.pk,
+        reviewer={
+            "username": user.get_username(),
+            "groups": reviewer.groups,
+            "clearance": ReviewerClearance.Level(reviewer.clearance).label,
+        },
+        request={
+            "requested_by": pending.requested_by.get_username() if pending.requested_by_id else "",
+            "agent": acting_agent(run, pending.state),
+            "approver_group": pending.approver_group,
+            "sensitivity": run.sensitivity,
+        },
+        decision=verdict,
     )
+    bundle = policy_bundle_of(run)
+    decision = policy_evaluate("approval.decide", document, bundle=bundle)
+    logged_as = {"bundle": bundle, "actor": actor, "trace_id": run.trace_id, "run_id": run.pk}
+    approve = verdict == ApprovalDecision.Verdict.APPROVE
+    if decision.allow and approve and _resumes_run(pending) and pending.log_id is not None:
+        return _approve_and_resume(pending, user, reason, actor, document, decision, logged_as), []
+    decision = policy_record("approval.decide", document, decision, **logged_as)
     if not decision.allow:
         # The refusal is kept (decision log and ledger) although nothing else changes.
         record(
@@ -215,22 +207,7 @@ def _decide_under_lock(
         policy_decision_id=decision.decision_id,
         credential=actor.credential,
     )
-    approve = verdict == ApprovalDecision.Verdict.APPROVE
-    decided = Entry(
-        actor,
-        "approval.decided",
-        pending,
-        {
-            "decision": verdict,
-            "reason": reason,
-            "approver_group": pending.approver_group,
-            "action_hash": pending.action_hash,
-            "policy_decision": decision.decision_id,
-            "approvals": pending.approvals + approve,
-            "quorum": pending.quorum,
-        },
-        **_audit_ids(run),
-    )
+    decided = _decided_entry(pending, actor, verdict, reason, decision.decision_id)
     if not approve:
         # The run follows its rejection path; the decision is appended with the run's event.
         pending_action_settle(
@@ -280,6 +257,124 @@ def _decide_under_lock(
         )
         notify_on_commit("decided", pending, decision=recorded)
     return recorded, []
+
+
+def _locked_request(pending_action_id: int, user: AbstractBaseUser) -> PendingAction:
+    """The request under its row lock (only its row is locked) with its run and requester,
+    `decided_before` (whether `user` decided it) and `log_id` (on PostgreSQL, the id reserved
+    for the decision's log row; else None): one statement."""
+    if connection.vendor == "postgresql":
+        pending = decision_sql.locked_request(pending_action_id, user.pk)
+    else:
+        decided_before = ApprovalDecision.objects.filter(pending_action=OuterRef("pk"), reviewer=user)
+        pending = (
+            PendingAction.objects.select_for_update(of=("self",))
+            .select_related("run", "requested_by")
+            .annotate(
+                decided_before=Exists(decided_before), log_id=Value(None, output_field=BigIntegerField())
+            )
+            .filter(pk=pending_action_id)
+            .first()
+        )
+    if pending is None:
+        raise NotFound("No such approval request.")
+    return pending
+
+
+def _resumes_run(pending: PendingAction) -> bool:
+    """Whether one more approval closes the request and resumes its run (a handoff's ends it)."""
+    return (
+        pending.stage + 1 >= len(pending.approvers)
+        and pending.approvals + 1 >= pending.quorum
+        and "handoff" not in pending.proposed_action
+    )
+
+
+def _decided_entry(
+    pending: PendingAction, actor: Actor, verdict: str, reason: str, policy_decision: int
+) -> Entry:
+    approve = verdict == ApprovalDecision.Verdict.APPROVE
+    return Entry(
+        actor,
+        "approval.decided",
+        pending,
+        {
+            "decision": verdict,
+            "reason": reason,
+            "approver_group": pending.approver_group,
+            "action_hash": pending.action_hash,
+            "policy_decision": policy_decision,
+            "approvals": pending.approvals + approve,
+            "quorum": pending.quorum,
+        },
+        **_audit_ids(pending.run),
+    )
+
+
+def _approve_and_resume(
+    pending: PendingAction,
+    user: AbstractBaseUser,
+    reason: str,
+    actor: Actor,
+    document: dict,
+    decision: Decision,
+    logged_as: dict,
+) -> ApprovalDecision:
+    """The approval that resumes the run, written in one statement (`decision_sql`): what the
+    general path writes one statement at a time for it (see `pending_action_settle`)."""
+    run, verdict = pending.run, ApprovalDecision.Verdict.APPROVE
+    recorded = ApprovalDecision(
+        pending_action=pending,
+        reviewer=user,
+        decision=verdict,
+        reason=reason,
+        approver_group=pending.approver_group,
+        action_hash=pending.action_hash,
+        policy_decision_id=pending.log_id,
+        credential=actor.credential,
+    )
+    events = [
+        _decided_entry(pending, actor, verdict, reason, pending.log_id),
+        Entry(
+            actor,
+            "run.approved",
+            run,
+            {
+                "state": pending.state,
+                "pending_action": pending.pk,
+                "action_hash": pending.action_hash,
+                "reason": reason,
+            },
+            **_audit_ids(run),
+        ),
+    ]
+    written = decision_sql.approve_and_resume(
+        pending=pending,
+        log_row=decision_row("approval.decide", document, decision, **logged_as),
+        decision_row={
+            field.column: getattr(recorded, field.attname) for field in inserted_fields(ApprovalDecision)
+        },
+        entries=append_argument(events),
+    )
+    if written.lease_expires_at is None:
+        raise Conflict("The run no longer waits for this decision.")
+    recorded.pk, recorded.created_at = written.decision_id, written.decision_created_at
+    pending.status, pending.decided_at = PendingAction.Status.APPROVED, written.decided_at
+    pending.approvals += 1
+    run.status, run.lease_owner = Run.Status.QUEUED, ""
+    run.lease_expires_at, run.updated_at = written.lease_expires_at, written.updated_at
+    # Written by the statement, not by save(): its receivers hear of it as from a save.
+    post_save.send(
+        PendingAction,
+        instance=pending,
+        created=False,
+        update_fields=frozenset({"status", "decided_at", "approvals"}),
+        raw=False,
+        using=connection.alias,
+    )
+    enqueue_on_commit(run.pk)
+    notify_on_commit("decided", pending, decision=recorded)
+    return recorded
 
 
 def _save_and_lock_ledger(pending: PendingAction, **changes: Any) -> None:

@@ -7,6 +7,7 @@ run engine's tasks on the same worker and broker.
 
 import time
 from datetime import timedelta
+from urllib.parse import urlencode
 
 import _setup  # noqa: F401  (Django set-up, on the DATABASE_URL set by inbox_bench.py)
 import psycopg
@@ -35,6 +36,8 @@ from runs.models import Effect, PendingAction, Run
 from runs.services import task_submit
 from sandbox.models import SupportCase
 
+APPROVAL = urlencode({"decision": "approve", "reason": "bench"})
+URL_ENCODED = "application/x-www-form-urlencoded"
 SUPPORT_BUNDLE = settings.BASE_DIR / "demo" / "bundles" / "support_case_resolution.yaml"
 SMALL_REFUND = {"text": "Please refund order #123, I want my money back: a refund of $120"}
 RISKS = [
@@ -293,7 +296,8 @@ def pause_to_resume(browser: Client, commits: StepCommits, run_id: str, pending_
     `run.approved` to the worker's `run.started` ("to_started") and from there to the step's
     event ("step")."""
     started = time.perf_counter()
-    response = browser.post(f"/approvals/{pending_id}/decision/", {"decision": "approve", "reason": "bench"})
+    # As the inbox's form (and htmx) sends it: url-encoded, not the test client's multipart.
+    response = browser.post(f"/approvals/{pending_id}/decision/", APPROVAL, content_type=URL_ENCODED)
     answered = time.perf_counter() - started
     assert response.status_code == 302, response.status_code
     if not commits.wait_for(run_id, timeout):

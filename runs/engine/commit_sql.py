@@ -16,7 +16,9 @@ The run's claim is such a function too, and a tool call's decision with its writ
 is one plain statement (TOOL_DECISION), whose columns are read from the models as they are.
 """
 
+import functools
 import json
+from collections.abc import Sequence
 from typing import Any
 
 import psycopg
@@ -68,22 +70,30 @@ def server_binding_cursor():
     return wrap(cursor)
 
 
-# Django reads JSON columns as text and decodes them in the field's from_db_value.
-_CONVERTED = [
-    (position, field.from_db_value)
-    for position, field in enumerate(Run._meta.concrete_fields)
-    if hasattr(field, "from_db_value")
-]
+@functools.cache
+def _converters(model: type[models.Model]) -> list[tuple[int, Any]]:
+    # Django reads JSON columns as text and decodes them in the field's from_db_value.
+    return [
+        (position, field.from_db_value)
+        for position, field in enumerate(model._meta.concrete_fields)
+        if hasattr(field, "from_db_value")
+    ]
+
+
+def instance_from_row(model: type[models.Model], values: Sequence[Any]) -> models.Model:
+    """The instance of `model` whose columns, in its fields' order, a raw statement read: what
+    a queryset would have made of them, without compiling one."""
+    values = list(values)
+    for position, convert in _converters(model):
+        values[position] = convert(values[position], None, connection)
+    return model.from_db(connection.alias, None, values)
 
 
 def claimed_run(row: tuple) -> tuple[Run, list[tuple[str, Any]] | None]:
-    """The Run of a CLAIM row, as a queryset would have made it (without compiling one), and
-    its checkpoints' (state, output) in order: None unless it is running and has made some."""
-    values = list(row[:-1])
-    for position, convert in _CONVERTED:
-        values[position] = convert(values[position], None, connection)
+    """The Run of a CLAIM row and its checkpoints' (state, output) in order: None unless it is
+    running and has made some."""
     checkpoints = row[-1]
-    return Run.from_db(connection.alias, None, values), (
+    return instance_from_row(Run, row[:-1]), (
         None if checkpoints is None else [tuple(pair) for pair in json.loads(checkpoints)]
     )
 

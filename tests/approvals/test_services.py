@@ -148,14 +148,51 @@ def test_the_agent_identity_can_never_decide(parked, demo_registry):
 def test_an_approval_that_resumes_the_run_reads_and_writes_each_row_once(parked, reviewer):
     pending = parked()
     with CaptureQueriesContext(connection) as queries:
-        decide(pending, reviewer)
+        recorded = decide(pending, reviewer)
     statements = [query["sql"] for query in queries.captured_queries]
     # One transaction (a savepoint inside the test's): the run's part takes none of its own.
     assert len([sql for sql in statements if sql.startswith("SAVEPOINT")]) == 1
-    assert len([sql for sql in statements if sql.startswith('SELECT "runs_pendingaction"')]) == 1
-    assert len([sql for sql in statements if sql.startswith('UPDATE "runs_pendingaction"')]) == 1
-    assert len([sql for sql in statements if sql.startswith('UPDATE "runs_run"')]) == 1
-    assert Run.objects.get(pk=pending.run_id).status == Run.Status.QUEUED
+    if connection.vendor == "postgresql":
+        # The request read under its lock, then everything the approval writes: two statements.
+        written = statements[statements.index(next(sql for sql in statements if sql.startswith("SAVEPOINT"))) :]
+        assert len(written) == 4, [sql[:80] for sql in written]
+        assert "FOR UPDATE OF p" in written[1] and "baton_audit_append" in written[2]
+    else:
+        assert len([sql for sql in statements if sql.startswith('SELECT "runs_pendingaction"')]) == 1
+        assert len([sql for sql in statements if sql.startswith('UPDATE "runs_pendingaction"')]) == 1
+        assert len([sql for sql in statements if sql.startswith('UPDATE "runs_run"')]) == 1
+    run = Run.objects.get(pk=pending.run_id)
+    assert run.status == Run.Status.QUEUED and run.lease_owner == "" and run.lease_expires_at is not None
+    pending.refresh_from_db()
+    assert pending.status == PendingAction.Status.APPROVED and pending.approvals == 1
+    assert pending.decided_at is not None
+    logged = PolicyDecision.objects.filter(decision_point="approval.decide").get()
+    assert logged.allow and logged.actor == "user:reviewer" and logged.run_id == str(run.pk)
+    assert logged.input["reviewer"]["username"] == "reviewer"
+    assert ApprovalDecision.objects.get() == recorded
+    assert (recorded.policy_decision_id, recorded.action_hash) == (logged.pk, pending.action_hash)
+    assert (recorded.reviewer, recorded.approver_group, recorded.reason) == (
+        reviewer,
+        "reviewer",
+        "checked the refund",
+    )
+    decided, approved = AuditEvent.objects.filter(run_id=str(run.pk)).order_by("seq").reverse()[:2][::-1]
+    assert (decided.action, approved.action) == ("approval.decided", "run.approved")
+    assert decided.payload["policy_decision"] == logged.pk and decided.payload["approvals"] == 1
+    assert approved.payload["pending_action"] == pending.pk and decided.seq + 1 == approved.seq
+    assert verify_chain().ok
+
+
+def test_an_approval_for_a_run_that_stopped_waiting_writes_nothing(parked, reviewer):
+    pending = parked()
+    Run.objects.filter(pk=pending.run_id).update(status=Run.Status.CANCELLED)
+    events = AuditEvent.objects.count()
+    with pytest.raises(Conflict, match="no longer waits"):
+        decide(pending, reviewer)
+    pending.refresh_from_db()
+    assert pending.status == PendingAction.Status.PENDING and pending.approvals == 0
+    assert not ApprovalDecision.objects.exists() and AuditEvent.objects.count() == events
+    assert not PolicyDecision.objects.filter(decision_point="approval.decide").exists()
 
 
 def test_a_reviewer_outside_the_approver_group_is_refused(parked, platform_user):
