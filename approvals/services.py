@@ -28,7 +28,7 @@ from policy.services import Decision, decision_input, decision_row, policy_evalu
 from runs.engine.commit_sql import inserted_fields
 from runs.engine.released import released_workflow
 from runs.models import PendingAction, Run
-from runs.services.decisions import pending_action_expire, pending_action_settle
+from runs.services.decisions import pending_action_expire, pending_action_settle, run_decided_entry
 from runs.services.queue import enqueue_on_commit
 
 from . import decision_sql
@@ -197,16 +197,8 @@ def _decide_under_lock(
             **_audit_ids(run),
         )
         return None, decision.reasons
-    recorded = ApprovalDecision.objects.create(
-        pending_action=pending,
-        reviewer=user,
-        decision=verdict,
-        reason=reason,
-        approver_group=pending.approver_group,
-        action_hash=pending.action_hash,
-        policy_decision_id=decision.decision_id,
-        credential=actor.credential,
-    )
+    recorded = _decision_of(pending, user, verdict, reason, actor, decision.decision_id)
+    recorded.save(force_insert=True)
     decided = _decided_entry(pending, actor, verdict, reason, decision.decision_id)
     if not approve:
         # The run follows its rejection path; the decision is appended with the run's event.
@@ -311,6 +303,27 @@ def _decided_entry(
     )
 
 
+def _decision_of(
+    pending: PendingAction,
+    user: AbstractBaseUser,
+    verdict: str,
+    reason: str,
+    actor: Actor,
+    policy_decision: int,
+) -> ApprovalDecision:
+    """The reviewer's decision, bound to the action the request proposes (not yet saved)."""
+    return ApprovalDecision(
+        pending_action=pending,
+        reviewer=user,
+        decision=verdict,
+        reason=reason,
+        approver_group=pending.approver_group,
+        action_hash=pending.action_hash,
+        policy_decision_id=policy_decision,
+        credential=actor.credential,
+    )
+
+
 def _approve_and_resume(
     pending: PendingAction,
     user: AbstractBaseUser,
@@ -323,30 +336,10 @@ def _approve_and_resume(
     """The approval that resumes the run, written in one statement (`decision_sql`): what the
     general path writes one statement at a time for it (see `pending_action_settle`)."""
     run, verdict = pending.run, ApprovalDecision.Verdict.APPROVE
-    recorded = ApprovalDecision(
-        pending_action=pending,
-        reviewer=user,
-        decision=verdict,
-        reason=reason,
-        approver_group=pending.approver_group,
-        action_hash=pending.action_hash,
-        policy_decision_id=pending.log_id,
-        credential=actor.credential,
-    )
+    recorded = _decision_of(pending, user, verdict, reason, actor, pending.log_id)
     events = [
         _decided_entry(pending, actor, verdict, reason, pending.log_id),
-        Entry(
-            actor,
-            "run.approved",
-            run,
-            {
-                "state": pending.state,
-                "pending_action": pending.pk,
-                "action_hash": pending.action_hash,
-                "reason": reason,
-            },
-            **_audit_ids(run),
-        ),
+        run_decided_entry(pending, run, True, actor, reason),
     ]
     written = decision_sql.approve_and_resume(
         pending=pending,

@@ -48,21 +48,7 @@ def pending_action_settle(
     # A save, not a queryset update: its post_save signal closes the approval.wait span.
     pending.save(update_fields=["status", "decided_at", *pending_changes])
     audit = _audit(run)
-    events = [
-        *audit_first,
-        Entry(
-            actor,
-            "run.approved" if approved else "run.rejected",
-            run,
-            {
-                "state": pending.state,
-                "pending_action": pending.pk,
-                "action_hash": pending.action_hash,
-                "reason": reason,
-            },
-            **audit,
-        ),
-    ]
+    events = [*audit_first, run_decided_entry(pending, run, approved, actor, reason)]
     handoff = "handoff" in pending.proposed_action
     if approved and handoff:
         changes = {"status": Run.Status.SUCCEEDED, "finished_at": Now()}
@@ -78,6 +64,22 @@ def pending_action_settle(
     _set(run, changes)
     record_many(events, ledger_locked=True)
     return run
+
+
+def run_decided_entry(pending: PendingAction, run: Run, approved: bool, actor: Any, reason: str) -> Entry:
+    """The run's event of a human decision: `run.approved` or `run.rejected`."""
+    return Entry(
+        actor,
+        "run.approved" if approved else "run.rejected",
+        run,
+        {
+            "state": pending.state,
+            "pending_action": pending.pk,
+            "action_hash": pending.action_hash,
+            "reason": reason,
+        },
+        **_audit(run),
+    )
 
 
 def pending_action_expire(*, pending_action_id: int, actor: Any, fail: bool) -> Run:
