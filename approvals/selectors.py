@@ -17,6 +17,7 @@ from django.contrib.auth.models import AbstractBaseUser, AnonymousUser, Group
 from django.db.models import Exists, IntegerField, OuterRef, Prefetch, Q, QuerySet, Subquery, Value
 from django.db.models.functions import Coalesce
 
+from controlplane.compiled import compiled_once
 from controlplane.errors import NotFound
 from controlplane.identity import ADMIN, AGENT, AUDITOR, has_role, remember_roles, user_roles
 from registry.models import Release
@@ -70,7 +71,7 @@ def reviewer_of(user: User) -> Reviewer:
 def reviewer_read(user: User) -> Reviewer:
     """The user's groups (admin too for a superuser, who holds the admin role without being in
     its group) and clearance, read now in one query."""
-    rows = list(_groups_and_clearance(user.pk))
+    rows = _groups_and_clearance(user.pk)
     names = {name for name, _ in rows if name}
     level = rows[0][1] if rows else None
     if user.is_superuser:
@@ -82,7 +83,7 @@ def reviewer_read(user: User) -> Reviewer:
     )
 
 
-@built_once
+@compiled_once
 def _groups_and_clearance(user_id: int) -> QuerySet:
     # One row per group (one with no name when there is none), the clearance on each.
     return get_user_model().objects.filter(pk=user_id).values_list("groups__name", "clearance__level")

@@ -21,13 +21,13 @@ from typing import Any
 from controlplane.canonical import digest
 from policy.services import Decision, policy_evaluate
 from registry.expressions import EvaluationError, ExpressionError
-from registry.models import Agent
 from registry.workflow_definitions import END, FAIL, HUMAN
 from runs import providers
 from runs.engine.common import add_spent
 from runs.engine.envelope import merged_facts
 from runs.engine.released import ReleasedWorkflow
 from runs.engine.steps import (
+    acting_agents,
     choose_next,
     gate_conditions_fired,
     gate_proposed_action,
@@ -157,7 +157,7 @@ class _Walk:
         self.results: dict[str, Any] = {}
         self.visits: dict[str, int] = {}
         self.completed = 0
-        self.agents = {agent.slug: agent for agent in Agent.objects.select_related("service_user")}
+        self.agents = {slug: tuple(facts) for slug, *facts in acting_agents()}
 
     def walk(self) -> ReplayReport:
         state = self.target.first_state

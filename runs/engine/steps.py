@@ -11,9 +11,11 @@ from typing import Any
 
 import orjson
 from django.db import IntegrityError, connection
+from django.db.models import QuerySet
 from django.db.models.functions import Now
 
 from controlplane.canonical import digest
+from controlplane.compiled import compiled_once
 from controlplane.models import AuditEvent
 from policy.services import Decision, decision_input, decision_row, policy_evaluate, policy_record
 from registry.expressions import EvaluationError, ExpressionError, is_true, parse
@@ -323,16 +325,33 @@ def execute_tool_step(
     return _call_tool(run, released, step, spec, args, key, ruling)
 
 
-def tool_decision_input(run, released, step, spec, agent: Agent | None, agent_slug, args, facts, now) -> dict:
+# What tool.call's input says of the acting agent: (status, data classification, allowed tools,
+# service user's name), as `acting_agents` reads them.
+AGENT_FACTS = ("status", "data_classification", "allowed_tools", "service_user__username")
+
+
+def acting_agents() -> QuerySet:
+    """slug and AGENT_FACTS of every agent (a replay reads them all at once)."""
+    return Agent.objects.values_list("slug", *AGENT_FACTS)
+
+
+@compiled_once
+def _acting_agent(slug: str) -> QuerySet:
+    return acting_agents().filter(slug=slug)
+
+
+def tool_decision_input(run, released, step, spec, agent: tuple | None, agent_slug, args, facts, now) -> dict:
+    """`agent`: AGENT_FACTS of the acting agent, None for one the registry does not know."""
+    status, classification, allowed_tools, identity = agent or ("unknown", "restricted", [], "")
     return decision_input(
         "tool.call",
         run=policy_run_document(run, released, now),
         agent={
             "slug": agent_slug or "",
-            "status": agent.status if agent else "unknown",
-            "data_classification": agent.data_classification if agent else "restricted",
-            "allowed_tools": {t["tool"]: t["scope"] for t in agent.allowed_tools} if agent else {},
-            "identity": agent.service_user.get_username() if agent else "",
+            "status": status,
+            "data_classification": classification,
+            "allowed_tools": {t["tool"]: t["scope"] for t in allowed_tools},
+            "identity": identity,
         },
         tool={
             "name": step["tool"],
@@ -361,7 +380,7 @@ def _tool_ruling(run, released, step, spec, proposed, facts, now, key) -> _ToolR
     """Decide the call, log the decision, check the approval and write the intent ahead: one
     statement on PostgreSQL (commit_sql.TOOL_DECISION), the same writes one by one elsewhere."""
     agent_slug = step.get("agent") or released.definition.get("run_as")
-    agent = Agent.objects.select_related("service_user").filter(slug=agent_slug).first()
+    agent = next((row[1:] for row in _acting_agent(agent_slug)), None)
     args = proposed["args"]
     document = tool_decision_input(run, released, step, spec, agent, agent_slug, args, facts, now)
     decision = policy_evaluate("tool.call", document, bundle=released.policy)
