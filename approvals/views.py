@@ -62,6 +62,7 @@ HISTORY_COLUMNS = (*INBOX_COLUMNS, "status", "escalations", "decided_at")
 RISK_LABELS = dict(PendingAction.Risk.choices)
 SENSITIVITY_NAMES = {rank: name for name, rank in PendingAction.SENSITIVITY_RANKS.items()}
 FOUR_WEEKS = timedelta(weeks=4)
+ONE_MINUTE = timedelta(minutes=1)
 # One inbox row, filled with str.format, every value escaped by html.escape (what the template
 # engine and format_html escape with): the rows are rendered every 10 seconds for every reviewer,
 # and the engine costs several microseconds per variable, filter and tag, format_html one per
@@ -70,7 +71,7 @@ INBOX_ROW = """<tr class="approval-row" data-approval-id="{pk}" aria-selected="f
       <td><a class="approval-open" href="{url}" hx-get="{url}?{next_query}" hx-target="#approval-panel" \
 hx-swap="innerHTML">#{pk} {workflow}</a>
         <div class="muted">{case_id} · <code>{state}</code></div>
-        <div class="muted">by {requested_by}, <time datetime="{created_at}">{waited} ago</time></div></td>
+        <div class="muted">by {requested_by}, <time datetime="{created_at}">{waited}</time></div></td>
       <td>{action}
         <div class="muted">{approver_group}{quorum}</div></td>
       <td><span class="risk risk-{risk}">{risk}</span><div class="muted">{sensitivity}</div></td>
@@ -174,7 +175,7 @@ def _inbox_row(
     if values["overdue"]:
         due = f'<time datetime="{due_at.astimezone(zone).isoformat()}" class="overdue">overdue</time>'
     elif due_at:
-        due = f'<time datetime="{due_at.astimezone(zone).isoformat()}">in {_time_between(now, due_at)}</time>'
+        due = f'<time datetime="{due_at.astimezone(zone).isoformat()}">{_due_in(now, due_at)}</time>'
     else:
         due = "—"
     return mark_safe(  # noqa: S308 (each value below is escaped or made here of escaped parts)
@@ -192,10 +193,18 @@ def _inbox_row(
             sensitivity=SENSITIVITY_NAMES.get(values["sensitivity_rank"], ""),
             requested_by=escape(values["requested_by__username"] or "—"),
             created_at=created_at.isoformat(),
-            waited=_time_between(created_at, now),
+            waited=_waited(created_at, now),
             due=due,
         )
     )
+
+
+def _waited(created_at: datetime, now: datetime) -> str:
+    return "just now" if now - created_at < ONE_MINUTE else f"{_time_between(created_at, now)} ago"
+
+
+def _due_in(now: datetime, due_at: datetime) -> str:
+    return "in under a minute" if due_at - now < ONE_MINUTE else f"in {_time_between(now, due_at)}"
 
 
 def _time_between(start: datetime, end: datetime) -> str:

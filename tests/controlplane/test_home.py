@@ -42,3 +42,11 @@ def test_requesters_are_not_shown_pages_they_cannot_open(signed_in, requester):
 def test_the_navigation_shows_the_pages_each_role_may_open(request, signed_in, persona, shown, hidden):
     nav = signed_in(request.getfixturevalue(persona)).get("/runs/").content.decode().split("</nav>")[0]
     assert all(item in nav for item in shown) and not any(item in nav for item in hidden)
+
+
+def test_pages_name_their_icon_and_browsers_asking_for_favicon_ico_find_it(client):
+    page = client.get("/login/").content.decode()
+    assert '<link rel="icon" href="/static/favicon.svg" type="image/svg+xml">' in page
+    response = client.get("/favicon.ico")
+    assert response.status_code == 301 and response["Location"] == "/static/favicon.svg"
+    assert client.get("/static/favicon.svg").status_code == 200
