@@ -5,6 +5,7 @@ from django.shortcuts import get_object_or_404, render
 from django.urls import reverse
 from django.views.decorators.http import require_POST
 
+from controlplane.htmx import render_page
 from controlplane.identity import ADMIN, AUDITOR, actor_for
 from controlplane.pages import done, roles_required
 
@@ -72,8 +73,10 @@ def export_download(request: HttpRequest, pk: int) -> FileResponse:
 
 @roles_required(AUDITOR, ADMIN)
 def ledger(request: HttpRequest) -> HttpResponse:
-    """Verify the whole chain now (asked for, because it reads every event)."""
-    return render(request, "evidence/_partials/ledger.html", {"status": ledger_status()})
+    """Verify the whole chain now (asked for, because it reads every event): the evidence page's
+    ledger card with htmx, a page of its own without JavaScript."""
+    context = {"status": ledger_status()}
+    return render_page(request, "evidence/ledger.html", "evidence/_partials/ledger.html", context)
 
 
 def _recent_exports(request: HttpRequest) -> list[EvidenceExport]:

@@ -125,6 +125,13 @@ def test_someone_elses_export_cannot_be_downloaded(
 
 
 def test_the_ledger_fragment_reports_the_chain(signed_in, auditor, approved_and_compensated_run):
-    response = signed_in(auditor).get("/evidence/ledger")
+    response = signed_in(auditor).get("/evidence/ledger", HTTP_HX_REQUEST="true")
     assert response.status_code == 200 and b"intact" in response.content
+    assert b"<html" not in response.content  # the card's new content, for htmx
     assert Run.objects.count() == 1
+
+
+def test_without_javascript_the_ledger_check_is_a_page(signed_in, auditor, approved_and_compensated_run):
+    page = signed_in(auditor).get("/evidence/ledger").content.decode()
+    assert "<title>Audit ledger · Baton</title>" in page and 'class="topbar"' in page
+    assert "intact" in page and 'href="/evidence/"' in page
