@@ -20,20 +20,21 @@ import functools
 from dataclasses import dataclass
 from datetime import datetime
 
-import orjson
 from django.conf import settings
 from django.contrib.auth import get_user_model
 from django.db import connection
 
 from policy.models import PolicyDecision
-from runs.engine.commit_sql import inserted_fields, instance_from_row, server_binding_cursor
+from runs.engine.commit_sql import (
+    inserted_columns,
+    inserted_fields,
+    instance_from_row,
+    json_argument,
+    server_binding_cursor,
+)
 from runs.models import PendingAction, Run
 
 from .models import ApprovalDecision
-
-
-def _columns(model) -> str:
-    return ", ".join(field.column for field in inserted_fields(model))
 
 
 def _selected(model, alias: str) -> str:
@@ -83,12 +84,12 @@ def locked_request(pending_action_id: int, reviewer_id: int) -> PendingAction | 
 
 APPROVE_AND_RESUME = f"""
     WITH logged AS (
-        INSERT INTO {PolicyDecision._meta.db_table} (id, {_columns(PolicyDecision)})
-        SELECT %(log_id)s, {_columns(PolicyDecision)}
+        INSERT INTO {PolicyDecision._meta.db_table} (id, {inserted_columns(PolicyDecision)})
+        SELECT %(log_id)s, {inserted_columns(PolicyDecision)}
         FROM jsonb_populate_record(NULL::{PolicyDecision._meta.db_table}, %(log_row)s::jsonb)
     ), decided AS (
-        INSERT INTO {ApprovalDecision._meta.db_table} ({_columns(ApprovalDecision)})
-        SELECT {_columns(ApprovalDecision)}
+        INSERT INTO {ApprovalDecision._meta.db_table} ({inserted_columns(ApprovalDecision)})
+        SELECT {inserted_columns(ApprovalDecision)}
         FROM jsonb_populate_record(NULL::{ApprovalDecision._meta.db_table}, %(decision_row)s::jsonb)
         RETURNING id, created_at
     ), request AS (
@@ -123,13 +124,19 @@ class Resumed:
     updated_at: datetime | None
 
 
-def approve_and_resume(*, pending: PendingAction, log_row: dict, decision_row: dict, entries: str) -> Resumed:
+def approve_and_resume(
+    *, pending: PendingAction, log_row: dict, decision: ApprovalDecision, entries: str
+) -> Resumed:
     """APPROVE_AND_RESUME for a request read by `locked_request`, in the same transaction;
-    `entries`: the events' JSON (`audit.append_argument`)."""
+    `decision`: the reviewer's, not yet saved; `entries`: the events' JSON
+    (`audit.append_argument`)."""
+    decision_row = {
+        field.column: getattr(decision, field.attname) for field in inserted_fields(ApprovalDecision)
+    }
     arguments = {
         "log_id": pending.log_id,
-        "log_row": orjson.dumps(log_row, option=orjson.OPT_NON_STR_KEYS).decode(),
-        "decision_row": orjson.dumps(decision_row, option=orjson.OPT_NON_STR_KEYS).decode(),
+        "log_row": json_argument(log_row),
+        "decision_row": json_argument(decision_row),
         "approvals": pending.approvals + 1,
         "request": pending.pk,
         "run": pending.run_id,

@@ -25,7 +25,6 @@ from controlplane.identity import Actor, actor_for
 from controlplane.models import ApiKey, AuditEvent
 from policy.bundles import PolicyBundle, governance_bundle
 from policy.services import Decision, decision_input, decision_row, policy_evaluate, policy_record
-from runs.engine.commit_sql import inserted_fields
 from runs.engine.released import released_workflow
 from runs.models import PendingAction, Run
 from runs.services.decisions import pending_action_expire, pending_action_settle, run_decided_entry
@@ -344,9 +343,7 @@ def _approve_and_resume(
     written = decision_sql.approve_and_resume(
         pending=pending,
         log_row=decision_row("approval.decide", document, decision, **logged_as),
-        decision_row={
-            field.column: getattr(recorded, field.attname) for field in inserted_fields(ApprovalDecision)
-        },
+        decision=recorded,
         entries=append_argument(events),
     )
     if written.lease_expires_at is None:

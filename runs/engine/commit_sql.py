@@ -21,6 +21,7 @@ import json
 from collections.abc import Sequence
 from typing import Any
 
+import orjson
 import psycopg
 from django.db import connection, models
 
@@ -103,8 +104,14 @@ def inserted_fields(model: type[models.Model]) -> list[models.Field]:
     return [f for f in model._meta.concrete_fields if not f.primary_key and not f.has_db_default()]
 
 
-def _columns(model: type[models.Model]) -> str:
+def inserted_columns(model: type[models.Model]) -> str:
+    """The column list of an insert of `model`'s rows (see `inserted_fields`)."""
     return ", ".join(field.column for field in inserted_fields(model))
+
+
+def json_argument(value: Any) -> str:
+    """A row or document as a statement's jsonb argument."""
+    return orjson.dumps(value, option=orjson.OPT_NON_STR_KEYS).decode()
 
 
 # A tool call's decision and what it allows, also one statement, before the call: the tool.call
@@ -113,8 +120,8 @@ def _columns(model: type[models.Model]) -> str:
 # when a first attempt wrote it). Answers (decision id, approved, the intent's id or NULL).
 TOOL_DECISION = f"""
     WITH decision AS (
-        INSERT INTO {PolicyDecision._meta.db_table} ({_columns(PolicyDecision)})
-        SELECT {_columns(PolicyDecision)}
+        INSERT INTO {PolicyDecision._meta.db_table} ({inserted_columns(PolicyDecision)})
+        SELECT {inserted_columns(PolicyDecision)}
         FROM jsonb_populate_record(NULL::{PolicyDecision._meta.db_table}, %(decision)s::jsonb)
         RETURNING id
     ), approval AS (
@@ -124,8 +131,9 @@ TOOL_DECISION = f"""
                 AND p.action_hash = %(action_hash)s::text AND p.status = '{PendingAction.Status.APPROVED}'
         ) AS granted
     ), intent AS (
-        INSERT INTO {Effect._meta.db_table} ({_columns(Effect)})
-        SELECT {_columns(Effect)} FROM jsonb_populate_record(NULL::{Effect._meta.db_table}, %(intent)s::jsonb)
+        INSERT INTO {Effect._meta.db_table} ({inserted_columns(Effect)})
+        SELECT {inserted_columns(Effect)}
+        FROM jsonb_populate_record(NULL::{Effect._meta.db_table}, %(intent)s::jsonb)
         WHERE %(intent)s::jsonb IS NOT NULL AND (SELECT granted FROM approval)
         ON CONFLICT (idempotency_key) DO NOTHING
         RETURNING id
@@ -201,8 +209,8 @@ def install_step_commit_function(cursor, apps) -> None:
             effect=effect._meta.db_table,
             decision=decision._meta.db_table,
             checkpoint=checkpoint._meta.db_table,
-            decision_columns=_columns(decision),
-            checkpoint_columns=_columns(checkpoint),
+            decision_columns=inserted_columns(decision),
+            checkpoint_columns=inserted_columns(checkpoint),
             effect_committed="committed",
             succeeded="succeeded",
             lease_lost=LEASE_LOST,

@@ -9,7 +9,6 @@ import re
 from dataclasses import dataclass, field, replace
 from typing import Any
 
-import orjson
 from django.db import IntegrityError, connection
 from django.db.models import QuerySet
 from django.db.models.functions import Now
@@ -417,11 +416,11 @@ def _tool_ruling(run, released, step, spec, proposed, facts, now, key) -> _ToolR
 
 def _tool_ruling_in_one_statement(run, step, decision, row, action_hash, intent) -> _ToolRuling:
     arguments = {
-        "decision": orjson.dumps(row, option=orjson.OPT_NON_STR_KEYS).decode(),
+        "decision": commit_sql.json_argument(row),
         "action_hash": action_hash,
         "run": run.pk,
         "state": step["name"],
-        "intent": orjson.dumps(intent, option=orjson.OPT_NON_STR_KEYS).decode() if intent else None,
+        "intent": commit_sql.json_argument(intent) if intent else None,
     }
     with own_transaction(), commit_sql.server_binding_cursor() as cursor:
         cursor.execute(commit_sql.TOOL_DECISION, arguments)
