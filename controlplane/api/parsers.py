@@ -9,12 +9,19 @@ import json
 from typing import Any
 
 from django.conf import settings
-from rest_framework.exceptions import ParseError
+from rest_framework import status
+from rest_framework.exceptions import APIException, ParseError
 from rest_framework.parsers import BaseParser
 
-from .problems import PayloadTooLarge
-
 _MAX_SAFE_INTEGER = 2**53 - 1
+
+
+# Defined here, not beside the other problems: DRF imports this module while
+# `rest_framework.views` loads, and `problems` imports that module.
+class PayloadTooLarge(APIException):
+    status_code = status.HTTP_413_REQUEST_ENTITY_TOO_LARGE
+    default_detail = "The request body is larger than the configured limit."
+    default_code = "payload_too_large"
 
 
 class StrictJSONParser(BaseParser):

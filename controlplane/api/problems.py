@@ -14,7 +14,8 @@ from controlplane.errors import ServiceError
 
 PROBLEM_CONTENT_TYPE = "application/problem+json"
 
-_TITLES = {
+# Status -> (the `type` slug, the title) of its problem.
+PROBLEM_TYPES = {
     400: ("malformed-request", "Malformed request"),
     401: ("not-authenticated", "Authentication required"),
     403: ("forbidden", "Permission denied"),
@@ -36,12 +37,6 @@ class Conflict(exceptions.APIException):
     default_code = "conflict"
 
 
-class PayloadTooLarge(exceptions.APIException):
-    status_code = status.HTTP_413_REQUEST_ENTITY_TOO_LARGE
-    default_detail = "The request body is larger than the configured limit."
-    default_code = "payload_too_large"
-
-
 class Unprocessable(exceptions.APIException):
     """Well-formed input that breaks a schema or a rule (validation errors use 422 too)."""
 
@@ -51,7 +46,7 @@ class Unprocessable(exceptions.APIException):
 
 
 def problem(status_code: int, detail: str, *, errors: dict | list | None = None) -> dict:
-    slug, title = _TITLES.get(status_code, ("error", "Error"))
+    slug, title = PROBLEM_TYPES.get(status_code, ("error", "Error"))
     body = {"type": f"urn:baton:problem:{slug}", "title": title, "status": status_code, "detail": detail}
     if errors:
         body["errors"] = errors

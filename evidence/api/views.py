@@ -8,6 +8,8 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from controlplane.api.permissions import ScopedRolePermission, api_key_of
+from controlplane.api.problems import PROBLEM_CONTENT_TYPE
+from controlplane.api.schema import documented_problem
 from controlplane.api.serializers import StrictInputSerializer
 from controlplane.identity import ADMIN, AUDITOR, actor_for
 
@@ -48,7 +50,8 @@ class EvidenceView(APIView):
     @extend_schema(
         parameters=[EvidenceQuery],
         responses={
-            (200, "application/zip"): OpenApiResponse(OpenApiTypes.BINARY, description="The package.")
+            (200, "application/zip"): OpenApiResponse(OpenApiTypes.BINARY, description="The package."),
+            (404, PROBLEM_CONTENT_TYPE): documented_problem("No such run or release."),
         },
     )
     def get(self, request: Request) -> StreamingHttpResponse:

@@ -6,6 +6,7 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from controlplane.api.permissions import ScopedRolePermission
+from controlplane.api.schema import CHANGES_NOTHING
 from controlplane.errors import InvalidInput
 from controlplane.identity import ADMIN, AUDITOR, PLATFORM
 
@@ -76,7 +77,9 @@ def _bundle(value: str | dict | None) -> PolicyBundle:
 class EvaluateView(PolicyPermissions, APIView):
     """Dry run: evaluate an input against a bundle; nothing is recorded."""
 
-    @extend_schema(request=s.EvaluateInputSerializer, responses=s.DecisionResultSerializer)
+    @extend_schema(
+        request=s.EvaluateInputSerializer, responses=s.DecisionResultSerializer, extensions=CHANGES_NOTHING
+    )
     def post(self, request: Request) -> Response:
         serializer = s.EvaluateInputSerializer(data=request.data)
         serializer.is_valid(raise_exception=True)
@@ -91,6 +94,7 @@ class ImpactView(PolicyPermissions, APIView):
 
     @extend_schema(
         request=s.ImpactInputSerializer,
+        extensions=CHANGES_NOTHING,
         responses=inline_serializer(
             "ImpactReport",
             {

@@ -26,7 +26,7 @@ class AllowedToolSerializer(StrictInputSerializer):
 
 
 class AgentSerializer(serializers.ModelSerializer):
-    owner_team = serializers.SlugRelatedField(slug_field="slug", read_only=True)
+    owner_team = serializers.SlugRelatedField(slug_field="slug", read_only=True, allow_null=True)
     service_identity = serializers.CharField(source="service_user.username", read_only=True)
 
     class Meta:

@@ -50,7 +50,7 @@ class ReplayDetailSerializer(ReplaySerializer):
 
 class ReplayBatchSerializer(serializers.ModelSerializer):
     requested_by = serializers.CharField(source="requested_by.username")
-    evaluation = serializers.PrimaryKeyRelatedField(read_only=True)
+    evaluation = serializers.PrimaryKeyRelatedField(read_only=True, allow_null=True)
 
     class Meta:
         model = ReplayBatch

@@ -83,17 +83,22 @@ class RunListView(generics.ListAPIView):
         return selectors.runs_visible_to(self.request.user)
 
 
+def _detailed_runs_visible_to(user):
+    """What RunDetailSerializer reads, for runs the user may see."""
+    return selectors.runs_visible_to(user).prefetch_related(
+        Prefetch("checkpoints", queryset=StepCheckpoint.objects.order_by("sequence")),
+        Prefetch("map_branches", queryset=MapBranch.objects.order_by("sequence", "index")),
+        "pending_actions",
+    )
+
+
 class RunDetailView(generics.RetrieveAPIView):
     permission_classes = [ScopedRolePermission]
     required_scopes = {"GET": "runs:read"}
     serializer_class = RunDetailSerializer
 
     def get_queryset(self):
-        return selectors.runs_visible_to(self.request.user).prefetch_related(
-            Prefetch("checkpoints", queryset=StepCheckpoint.objects.order_by("sequence")),
-            Prefetch("map_branches", queryset=MapBranch.objects.order_by("sequence", "index")),
-            "pending_actions",
-        )
+        return _detailed_runs_visible_to(self.request.user)
 
 
 class RunEventsView(generics.ListAPIView):
@@ -119,6 +124,11 @@ class RunOperationView(APIView):
     def _run(self, pk) -> Run:
         return generics.get_object_or_404(selectors.runs_visible_to(self.request.user), pk=pk)
 
+    def _answer(self, run: Run) -> Response:
+        """The run as GET /runs/{id} shows it after the operation (the service's instance holds
+        the database's clock as expressions, not times)."""
+        return Response(RunDetailSerializer(_detailed_runs_visible_to(self.request.user).get(pk=run.pk)).data)
+
 
 class RunCancelView(RunOperationView):
     @extend_schema(request=CancelInputSerializer, responses=RunDetailSerializer)
@@ -128,7 +138,7 @@ class RunCancelView(RunOperationView):
         run = services.run_cancel(
             run=self._run(pk), actor=actor_for(request.user, api_key_of(request)), **serializer.validated_data
         )
-        return Response(RunDetailSerializer(run).data)
+        return self._answer(run)
 
 
 class RunRetryView(RunOperationView):
@@ -139,4 +149,4 @@ class RunRetryView(RunOperationView):
         run = services.run_retry(
             run=self._run(pk), actor=actor_for(request.user, api_key_of(request)), **serializer.validated_data
         )
-        return Response(RunDetailSerializer(run).data)
+        return self._answer(run)

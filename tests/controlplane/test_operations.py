@@ -69,6 +69,33 @@ def _manage(*args: str, **env: str) -> subprocess.CompletedProcess:
     )
 
 
+@pytest.mark.parametrize(
+    "dotted_path",
+    [
+        "CSRF_FAILURE_VIEW",
+        "REST_FRAMEWORK.EXCEPTION_HANDLER",
+        "ROOT_URLCONF",
+    ],
+)
+def test_modules_the_settings_name_import_first_in_a_fresh_process(dotted_path):
+    # Django imports these by name in whatever order its checks and handlers run; a cycle
+    # through DRF's settings fails only when one of them happens to be imported first.
+    value = settings
+    for part in dotted_path.split("."):
+        value = value[part] if isinstance(value, dict) else getattr(value, part)
+    module = value if dotted_path == "ROOT_URLCONF" else value.rpartition(".")[0]
+    result = subprocess.run(
+        [sys.executable, "-c", f"import django; django.setup(); import {module}"],
+        cwd=settings.BASE_DIR,
+        env=os.environ | {"DJANGO_SETTINGS_MODULE": "controlplane.settings"},
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr
+
+
 def test_production_settings_pass_the_deploy_checks():
     result = _manage(
         "check",
@@ -106,3 +133,13 @@ def test_secret_key_can_come_from_a_file(tmp_path):
 
 def test_debug_is_off_unless_asked():
     assert settings.DEBUG is False
+
+
+def test_the_sign_in_lifetime_is_configurable():
+    result = _manage(
+        "shell",
+        "-c",
+        "from django.conf import settings; print(settings.SESSION_COOKIE_AGE)",
+        SESSION_COOKIE_AGE="1800",
+    )
+    assert result.stdout.strip().endswith("1800")
