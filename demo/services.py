@@ -72,7 +72,12 @@ SUPPORT = "support_case_resolution"
 def _production_rollout(platform, signers) -> list[str]:
     """Production runs the staging release of the support workflow, with a second release (the
     response writer on a tuned model config) as a 10% canary; both passed their evaluation and
-    were signed off by two reviewers, as a gated channel requires."""
+    were signed off by two reviewers, as a gated channel requires.
+
+    Once: after that, production is whatever its users made of it (a rollback, another release,
+    an evaluation that now fails a gate), and starting the app again leaves it so."""
+    if Channel.objects.filter(workflow=SUPPORT, name="production").exists():
+        return []
     actor = actor_for(platform)
     stable = Channel.objects.get(workflow=SUPPORT, name="staging").release
     bindings = {slug: dict(binding) for slug, binding in stable.manifest["agents"].items()}
