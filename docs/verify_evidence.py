@@ -7,8 +7,9 @@ Needs Python 3.11+ and the `cryptography` package, nothing else (no Baton, no da
 
 Checks, in order: the signature over every byte of the file (carried in its last 88 bytes,
 the ZIP comment); the signature of manifest.json; each file against the manifest's digest
-and size; that nothing was added or removed; and the signature of the audit-chain
-checkpoint the package carries. Without --public-key the key inside the package is used
+and size (read in chunks, and no further than that size: a small file can unpack to any size);
+that nothing was added or removed; and the signature of the audit-chain checkpoint the package
+carries. Without --public-key the key inside the package is used
 and its id printed: compare it with the id your deployment publishes.
 Exits 0 when the package verifies, 1 when it does not.
 """
@@ -20,6 +21,7 @@ import json
 import sys
 import zipfile
 import zlib
+from collections.abc import Iterator
 from pathlib import Path
 
 from cryptography.exceptions import InvalidSignature
@@ -28,7 +30,21 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
 SIGNATURE_BYTES = 88
 SIGNATURE_FILES = {"manifest.json", "manifest.sig"}
-_UNREADABLE = (zipfile.BadZipFile, KeyError, OSError, EOFError, ValueError, NotImplementedError, zlib.error)
+# A small file can unpack to any size: the members read whole are held to what they can be,
+# the others are read in chunks and held to the size their manifest gives.
+SMALL_MEMBER_LIMITS = {"public_key.pem": 16 * 1024, "manifest.sig": 1024, "manifest.json": 4 * 1024 * 1024}
+CHUNK_BYTES = 1024 * 1024
+# What zipfile raises on damaged bytes (RuntimeError: a member flagged as encrypted).
+_UNREADABLE = (
+    zipfile.BadZipFile,
+    KeyError,
+    OSError,
+    EOFError,
+    ValueError,
+    NotImplementedError,
+    RuntimeError,
+    zlib.error,
+)
 
 
 class Failed(Exception):
@@ -61,8 +77,7 @@ def verify_package(path: Path, trusted_key_pem: bytes | None = None) -> dict:
         if names - SIGNATURE_FILES != listed:
             raise Failed(f"files differ from the manifest: {sorted(names - SIGNATURE_FILES ^ listed)}")
         for name, expected in manifest["files"].items():
-            content = _read(archive, name)
-            if hashlib.sha256(content).hexdigest() != expected["sha256"] or len(content) != expected["bytes"]:
+            if _digest_of(archive, name, expected["bytes"]) != (expected["sha256"], expected["bytes"]):
                 raise Failed(f"{name} does not match its digest in the manifest")
         checkpoint = dict(manifest["chain_checkpoint"])
         signature = checkpoint.pop("signature")
@@ -73,8 +88,28 @@ def verify_package(path: Path, trusted_key_pem: bytes | None = None) -> dict:
 
 
 def _read(archive: zipfile.ZipFile, name: str) -> bytes:
+    return b"".join(_chunks(archive, name, SMALL_MEMBER_LIMITS[name], "it can have"))
+
+
+def _digest_of(archive: zipfile.ZipFile, name: str, limit: int) -> tuple[str, int]:
+    """The member's sha256 and size, read no further than the `limit` its manifest gives."""
+    digest, size = hashlib.sha256(), 0
+    for chunk in _chunks(archive, name, limit, "its manifest gives"):
+        digest.update(chunk)
+        size += len(chunk)
+    return digest.hexdigest(), size
+
+
+def _chunks(archive: zipfile.ZipFile, name: str, limit: int, bound_by: str) -> Iterator[bytes]:
+    """The member's bytes in chunks; Failed once they pass `limit` or cannot be read."""
+    size = 0
     try:
-        return archive.read(name)
+        with archive.open(name) as member:
+            while chunk := member.read(CHUNK_BYTES):
+                size += len(chunk)
+                if size > limit:
+                    raise Failed(f"{name} unpacks to more than the {limit} bytes {bound_by}")
+                yield chunk
     except _UNREADABLE as error:  # a CRC mismatch is a BadZipFile, corrupt deflate data a zlib.error
         raise Failed(f"{name} cannot be read: {error}") from error
 

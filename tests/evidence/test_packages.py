@@ -1,5 +1,7 @@
 """Evidence packages: what they answer, and that any change to one is detected offline."""
 
+import json
+
 import pytest
 
 from controlplane.identity import actor_for
@@ -90,6 +92,70 @@ def test_changing_any_byte_of_a_package_fails_verification(approved_and_compensa
         path.write_bytes(bytes(tampered))
         with pytest.raises(verifier.Failed):
             verifier.verify_package(path)
+
+
+def test_a_member_flagged_as_encrypted_is_reported_as_damage_not_a_crash(
+    approved_and_compensated_run, auditor, tmp_path
+):
+    data = bytearray(package_bytes(Scope(run_id=str(approved_and_compensated_run.pk)), "json", auditor))
+    entry = data.index(b"PK\x01\x02")  # the central directory's first entry
+    while data[entry + 46 : entry + 46 + len(b"public_key.pem")] != b"public_key.pem":
+        entry = data.index(b"PK\x01\x02", entry + 4)
+    data[entry + 8] |= 0x01  # its general purpose flag, bit 0: encrypted
+    path = tmp_path / "package.zip"
+    path.write_bytes(bytes(data))
+    with pytest.raises(verifier.Failed, match=r"public_key\.pem cannot be read"):
+        verifier.verify_package(path)
+
+
+def _package_signed_by_its_own_key(members: dict[str, bytes]) -> bytes:
+    """A package as anyone can make one: any members, signed as Baton signs, by a key of its own
+    (what the verifier meets when --public-key is not given)."""
+    import base64
+    import hashlib
+    import io
+    import zipfile
+
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+    key = Ed25519PrivateKey.generate()
+    public_pem = key.public_key().public_bytes(
+        serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
+    )
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w", zipfile.ZIP_DEFLATED) as archive:
+        for name, content in {"public_key.pem": public_pem, **members}.items():
+            archive.writestr(name, content)
+        if "manifest.json" in members:
+            archive.writestr("manifest.sig", base64.b64encode(key.sign(members["manifest.json"])))
+        archive.comment = b"\0" * verifier.SIGNATURE_BYTES
+    body = buffer.getvalue()[: -verifier.SIGNATURE_BYTES]
+    return body + base64.b64encode(key.sign(hashlib.sha256(body).digest()))
+
+
+@pytest.mark.parametrize(
+    ("members", "refusal"),
+    [
+        # 100 MB of spaces: a valid manifest, were it read whole.
+        ({"manifest.json": b"{}" + b" " * 100_000_000}, r"manifest\.json unpacks to more than"),
+        (
+            {
+                "manifest.json": json.dumps(
+                    {"files": {"ledger.json": {"sha256": "00", "bytes": 10}, "public_key.pem": {}}}
+                ).encode(),
+                "ledger.json": b"[" + b" " * 100_000_000 + b"]",
+            },
+            r"ledger\.json unpacks to more than the 10 bytes its manifest gives",
+        ),
+    ],
+)
+def test_a_package_that_unpacks_to_more_than_it_says_is_refused_unread(members, refusal, tmp_path):
+    path = tmp_path / "package.zip"
+    path.write_bytes(_package_signed_by_its_own_key(members))
+    assert path.stat().st_size < 1_000_000  # deflate: 100 MB of spaces in ~100 KB
+    with pytest.raises(verifier.Failed, match=refusal):
+        verifier.verify_package(path)
 
 
 def test_a_package_signed_by_another_key_is_refused_when_the_deployment_key_is_given(
