@@ -715,18 +715,22 @@ class Chaos:
         return {key.removesuffix(":compensate") for key in self.tool_server.keys_in_flight()}
 
     def _kill_a_busy_worker(self) -> bool:
-        """SIGKILL a worker busy with a run at the target point; a new target every few seconds.
+        """SIGKILL a worker busy with a run at the target point; a new target every few seconds,
+        chosen among the states workers are in.
 
         Targets cycle over the workflow's states, and for the tool steps over "while the call
         is on the wire" (before or after the server applied the effect: it holds the reply
         back) and "anywhere in the step" (policy decision, write-ahead row, commit)."""
-        now = time.monotonic()
+        now, busy_now = time.monotonic(), self._busy()
         if self.target is None or now > self.target_until:
             targets = KILL_TARGETS + (COMPENSATION_KILL_TARGETS if self.tool_server.refused_cases else ())
-            self.target = self.random.choice(targets)
-            self.target_until = now + 3.0
+            # A target some worker is in now: a run passes a state in well under a second, and a
+            # target no run is near would let the whole run set drain before the kills are made.
+            in_play = [target for target in targets if any(entry[2] == target[0] for entry in busy_now)]
+            self.target = self.random.choice(in_play or targets)
+            self.target_until = now + (3.0 if in_play else 0.0)
         state, on_the_wire = self.target
-        busy = [entry for entry in self._busy() if entry[2] == state]
+        busy = [entry for entry in busy_now if entry[2] == state]
         if on_the_wire and busy:
             calling = set(
                 Effect.objects.filter(
