@@ -11,6 +11,7 @@ from django.views.decorators.http import require_GET
 
 from .api.problems import problem_response
 from .celery import app as celery_app
+from .htmx import page_of, render_page
 
 logger = logging.getLogger(__name__)
 
@@ -87,4 +88,13 @@ def bad_request(request: HttpRequest, exception: Exception | None = None) -> Htt
 def permission_denied(request: HttpRequest, exception: Exception | None = None) -> HttpResponse:
     if _is_api(request):
         return problem_response(403, "Permission denied.")
-    return render(request, "errors/403.html", status=403)
+    return render_page(request, "errors/403.html", "errors/_403.html", {}, status=403)
+
+
+def csrf_failure(request: HttpRequest, reason: str = "") -> HttpResponse:
+    """A form from a page opened before the user signed in or out (Django rotates the token):
+    say so, and lead back to that page (htmx swaps this in where the form's answer goes)."""
+    if _is_api(request):
+        return problem_response(403, f"CSRF verification failed: {reason}")
+    context = {"page": page_of(request) or "/"}
+    return render_page(request, "errors/csrf.html", "errors/_csrf.html", context, status=403)

@@ -50,3 +50,10 @@ def test_pages_name_their_icon_and_browsers_asking_for_favicon_ico_find_it(clien
     response = client.get("/favicon.ico")
     assert response.status_code == 301 and response["Location"] == "/static/favicon.svg"
     assert client.get("/static/favicon.svg").status_code == 200
+
+
+def test_pages_allow_scripts_from_baton_alone(signed_in, requester):
+    policy = signed_in(requester).get("/")["Content-Security-Policy"]
+    directives = dict(directive.strip().split(" ", 1) for directive in policy.split(";"))
+    assert directives["script-src"] == "'self'"
+    assert directives["object-src"] == "'none'" and directives["frame-ancestors"] == "'none'"
