@@ -313,9 +313,9 @@ def request_decide(request: HttpRequest, pk: int) -> HttpResponse:
         return done(request, _back_to_inbox(request), _decided_message(recorded))
     # Refused or too late: the panel again, as it is now, with the reason why.
     context = _panel_context(request, _request_or_404(request, pk), decision_form=form)
-    response = render_page(request, "approvals/detail.html", "approvals/_partials/panel.html", context)
-    response.status_code = form.status_code
-    return response
+    return render_page(
+        request, "approvals/detail.html", "approvals/_partials/panel.html", context, status=form.status_code
+    )
 
 
 def _back_to_inbox(request: HttpRequest) -> str:

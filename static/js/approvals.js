@@ -75,6 +75,15 @@
     event.preventDefault();
   });
 
+  /* In the rejection's reason, Enter sends it (Shift+Enter is a new line). */
+  document.addEventListener("keydown", (event) => {
+    const reason = event.target.closest && event.target.closest(".reject-form textarea");
+    if (reason && event.key === "Enter" && !event.shiftKey) {
+      event.preventDefault();
+      reason.form.requestSubmit();
+    }
+  });
+
   /* A click on a row's link opens it in the panel: remember it as the selection. */
   document.addEventListener("click", (event) => {
     const row = event.target.closest && event.target.closest(ROWS);

@@ -73,3 +73,9 @@ def test_navigation_shows_policy_to_operators_only(signed_in, auditor, reviewer,
     assert 'href="/policy/decisions/"' in signed_in(auditor).get("/").content.decode()
     client.logout()
     assert 'href="/policy/decisions/"' not in signed_in(reviewer).get("/").content.decode()
+
+
+def test_the_policy_section_opens_on_its_decision_log(signed_in, auditor):
+    response = signed_in(auditor).get("/policy/", follow=True)
+    assert response.redirect_chain == [("/policy/decisions/", 302)]
+    assert response.status_code == 200

@@ -503,3 +503,9 @@ def test_runs_filter_by_agent_for_the_agent_page(signed_in, platform_user, demo_
     assert (
         'hx-get="/runs/?agent=case_manager"' in client.get("/registry/agents/case_manager/").content.decode()
     )
+
+
+def test_times_on_a_run_page_name_their_zone(signed_in, requester):
+    run = RunFactory(requested_by=requester)
+    html = signed_in(requester).get(f"/runs/{run.pk}/").content.decode()
+    assert f"{timezone.localtime(run.created_at):%Y-%m-%d %H:%M:%S} UTC" in html
