@@ -30,7 +30,9 @@ def page_of(request: HttpRequest) -> str | None:
     page = htmx.current_url if htmx else request.headers.get("Referer")
     if not page or not url_has_allowed_host_and_scheme(page, allowed_hosts={request.get_host()}):
         return None
-    return urlunsplit(urlsplit(page)._replace(scheme="", netloc="", fragment=""))
+    path = urlunsplit(urlsplit(page)._replace(scheme="", netloc="", fragment=""))
+    # This site's `https://host//elsewhere.example/` leaves `//elsewhere.example/`: another site.
+    return path if url_has_allowed_host_and_scheme(path, allowed_hosts=None) else None
 
 
 def sign_in_as_a_whole_page(get_response: Callable[[HttpRequest], HttpResponse]) -> Callable:

@@ -17,6 +17,9 @@ NAME_RE = re.compile(NAME_PATTERN)
 _NAME = {"type": "string", "pattern": NAME_PATTERN}
 _SCHEMA_OBJECT = {"type": "object"}
 MAX_REGO_MODULE_BYTES = 256 * 1024
+# A model config names the variable holding its API key; only variables under this prefix may
+# be named, so that a config cannot have a worker send one of Baton's own secrets to its URL.
+MODEL_API_KEY_PREFIX = "MODEL_API_KEY_"
 
 _SCHEMAS: dict[str, dict] = {
     "prompt": {
@@ -37,7 +40,7 @@ _SCHEMAS: dict[str, dict] = {
             "provider": {"enum": ["builtin", "openai_compatible"]},
             "model": {"type": "string", "minLength": 1, "maxLength": 200},
             "base_url": {"type": "string", "pattern": "^https?://", "maxLength": 500},
-            "api_key_env": {"type": "string", "pattern": "^[A-Z][A-Z0-9_]*$"},
+            "api_key_env": {"type": "string", "pattern": f"^{MODEL_API_KEY_PREFIX}[A-Z0-9_]+$"},
             "parameters": {"type": "object"},
             "fallback": {"type": "array", "items": _NAME, "uniqueItems": True, "maxItems": 5},
             "price_per_1k_tokens": {

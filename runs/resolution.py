@@ -3,8 +3,10 @@
 from dataclasses import dataclass
 from typing import Any
 
+from django.db.models import Q
+
 from controlplane.canonical import digest
-from controlplane.errors import InvalidInput
+from controlplane.errors import Forbidden, InvalidInput
 from policy.services import Decision, decision_input, policy_decide
 from registry.models import Agent, Channel, Release
 
@@ -20,13 +22,22 @@ class Resolution:
     shadow_release_id: str
 
 
-def resolve_release(*, workflow: str, channel: str, release_id: str, case_id: str) -> Resolution:
+def resolve_release(
+    *, workflow: str, channel: str, release_id: str, case_id: str, any_release: bool = False
+) -> Resolution:
+    """`any_release`: the caller may name a release that no channel serves (platform engineers
+    trying a candidate); others may name only one a channel serves or keeps as its baseline, or
+    a release that passed no promotion, and whose policy bundle decides its own run, would run."""
     if release_id:
         release = Release.objects.filter(pk=release_id, workflow=workflow).first()
         if release is None:
             raise InvalidInput(
                 f"No release {release_id!r} of workflow {workflow!r}.",
                 errors={"release": ["Unknown release for this workflow."]},
+            )
+        if not any_release and not _served_by_a_channel(release):
+            raise Forbidden(
+                f"Release {release_id} is on no channel: only platform engineers may run it by its id."
             )
         return Resolution(release, "", "")
     name = channel or DEFAULT_CHANNEL
@@ -55,6 +66,11 @@ def resolve_release(*, workflow: str, channel: str, release_id: str, case_id: st
     if target.mode == Channel.Mode.SHADOW and target.baseline:
         return Resolution(target.baseline, name, target.release_id)
     return Resolution(target.release, name, "")
+
+
+def _served_by_a_channel(release: Release) -> bool:
+    serving = Q(release=release) | Q(baseline=release)
+    return Channel.objects.filter(serving, workflow=release.workflow).exists()
 
 
 def canary_bucket(case_id: str) -> int:

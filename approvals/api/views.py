@@ -129,6 +129,7 @@ class ApprovalDecisionView(ReviewerReadFirst, APIView):
         recorded = services.approval_decide(
             pending_action_id=pk,
             user=request.user,
+            visible_only=True,
             api_key=api_key_of(request),
             reviewer=selectors.reviewer_of(request.user),
             **serializer.validated_data,

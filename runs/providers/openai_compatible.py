@@ -13,6 +13,7 @@ import requests
 from django.core.exceptions import ImproperlyConfigured
 
 from controlplane.settings.env import secret
+from registry.artifact_kinds import MODEL_API_KEY_PREFIX
 
 from . import (
     MalformedOutput,
@@ -90,6 +91,12 @@ def _api_key(request: ModelRequest) -> str:
     name = request.config.get("api_key_env")
     if not name:
         return ""
+    if not name.startswith(MODEL_API_KEY_PREFIX):
+        # Published before the prefix was required: refused here too, never read.
+        raise ProviderConfigError(
+            f"model config {request.config_name}: api_key_env must name a {MODEL_API_KEY_PREFIX}* "
+            f"variable, not {name}"
+        )
     try:
         key = secret(name)
     except ImproperlyConfigured as exc:

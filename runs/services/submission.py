@@ -12,6 +12,7 @@ from controlplane.audit import ObjectRef, record
 from controlplane.canonical import digest
 from controlplane.dbtime import database_now, database_now_plus
 from controlplane.errors import Conflict, Forbidden, InvalidInput
+from controlplane.identity import ADMIN, PLATFORM, has_role
 from controlplane.telemetry import current_trace_context
 from registry.models import Release
 
@@ -70,6 +71,7 @@ def task_submit(
         _builtin_fields(workflow)
         if workflow_spec(workflow)
         else _released_fields(
+            requester=requester,
             workflow=workflow,
             channel=channel,
             release=release,
@@ -159,14 +161,22 @@ def _builtin_fields(workflow: str) -> dict:
     return {"workflow": spec.name, "workflow_version": spec.version, "current_state": spec.first_step.name}
 
 
-def _released_fields(*, workflow, channel, release, case_id, sensitivity, budget, deadline) -> dict:
+def _released_fields(
+    *, requester, workflow, channel, release, case_id, sensitivity, budget, deadline
+) -> dict:
     if not Release.objects.filter(workflow=workflow).exists():
         known = sorted({*BUILTIN_WORKFLOWS, *Release.objects.values_list("workflow", flat=True).distinct()})
         raise InvalidInput(
             f"Unknown workflow {workflow!r}. Known workflows: {', '.join(known)}.",
             errors={"workflow": [f"Unknown workflow {workflow!r}."]},
         )
-    resolution = resolve_release(workflow=workflow, channel=channel, release_id=release, case_id=case_id)
+    resolution = resolve_release(
+        workflow=workflow,
+        channel=channel,
+        release_id=release,
+        case_id=case_id,
+        any_release=has_role(requester, PLATFORM, ADMIN),
+    )
     released = released_workflow(resolution.release.pk)
     limits = released.definition.get("limits", {})
     default_budget = {

@@ -6,7 +6,8 @@ from django.db import connection
 from django.test.utils import CaptureQueriesContext
 
 from approvals.models import ApprovalDecision
-from controlplane.identity import REVIEWER
+from controlplane.identity import ADMIN, REVIEWER
+from controlplane.models import AuditEvent
 from registry.models import Agent
 from runs.models import PendingAction, Run
 from tests.factories import RunFactory
@@ -119,11 +120,11 @@ def test_bad_decisions_are_clear_4xx(client_for, reviewer, parked):
     [
         ("anonymous", None, 401, 401),
         ("requester", DECIDE, 403, 403),  # no reviewer role
-        ("requester_reviewer", DECIDE, 404, 403),  # a reviewer, but their own request
+        ("requester_reviewer", DECIDE, 404, 404),  # a reviewer, but their own request: not in their view
         ("agent", DECIDE, 403, 403),
         ("agent_reviewer", DECIDE, 404, 403),  # an agent put in the reviewer group still cannot decide
-        ("other_group", DECIDE, 404, 403),
-        ("low_clearance", DECIDE, 404, 403),
+        ("other_group", DECIDE, 404, 404),
+        ("low_clearance", DECIDE, 404, 404),
         ("auditor", DECIDE, 200, 403),  # reads everything, decides nothing
         ("reviewer_read_key", READ, 200, 403),  # the key lacks approvals:decide
         ("reviewer", DECIDE, 200, 201),
@@ -161,12 +162,27 @@ def test_permission_matrix(
 
 
 def test_refusals_carry_the_policy_reasons(client_for, requester, parked):
-    requester.groups.add(Group.objects.get(name=REVIEWER))
+    # An admin sees every request, their own too: policy refuses what the view allows.
+    requester.groups.add(Group.objects.get_or_create(name=ADMIN)[0])
     pending = parked()
     client = client_for(requester, DECIDE)
     response = client.post(decision_url(pending), {"decision": "approve"}, format="json")
     assert response.status_code == 403
     assert "requester cannot approve their own request" in response.json()["detail"]
+
+
+def test_a_decision_on_a_request_outside_the_callers_view_reveals_and_records_nothing(
+    client_for, reviewer, parked
+):
+    pending = parked()
+    PendingAction.objects.filter(pk=pending.pk).update(approver_group="platform")
+    client = client_for(reviewer, DECIDE)
+    events = AuditEvent.objects.count()
+
+    response = client.post(decision_url(pending), {"decision": "approve"}, format="json")
+
+    assert response.status_code == 404 and "platform" not in response.json()["detail"]
+    assert AuditEvent.objects.count() == events and not ApprovalDecision.objects.exists()
 
 
 def test_history_lists_closed_requests_by_status(client_for, reviewer, auditor, parked):

@@ -1,5 +1,6 @@
 import pytest
 from django.contrib import admin
+from django.contrib.auth.models import Group
 
 from controlplane.models import ApiKey, AuditEvent
 from registry.models import Agent, Artifact, Release
@@ -36,3 +37,49 @@ def test_api_keys_are_revoked_through_the_audited_service(client, admin_user, re
     key.refresh_from_db()
     assert key.revoked_at is not None
     assert AuditEvent.objects.filter(action="api_key.revoked").count() == 1
+
+
+def test_an_api_key_cannot_be_edited_in_the_admin(client, admin_user, requester, client_for):
+    admin_user.is_staff = admin_user.is_superuser = True
+    admin_user.save()
+    client_for(requester)
+    key = ApiKey.objects.get()
+    change_url = f"/admin/controlplane/apikey/{key.pk}/change/"
+    client.force_login(admin_user)
+    client.post("/admin/controlplane/apikey/", {"action": "revoke", "_selected_action": [key.pk]})
+
+    response = client.post(change_url, {"name": key.name, "scopes": '["audit:read"]', "revoked_at": ""})
+
+    assert response.status_code == 403
+    key.refresh_from_db()
+    assert key.revoked_at is not None and "audit:read" not in key.scopes
+    assert client.get(change_url).status_code == 200  # still shown, read-only
+
+
+def test_role_grants_in_the_admin_are_audited(client, admin_user, requester):
+    admin_user.is_staff = admin_user.is_superuser = True
+    admin_user.save()
+    client.force_login(admin_user)
+    reviewers = Group.objects.get_or_create(name="reviewer")[0]
+    form = {
+        "username": requester.username,
+        "is_active": "on",
+        "is_superuser": "on",
+        "groups": [reviewers.pk],
+        "date_joined_0": "2026-01-01",
+        "date_joined_1": "00:00:00",
+        "initial-date_joined_0": "2026-01-01",
+        "initial-date_joined_1": "00:00:00",
+    }
+
+    response = client.post(f"/admin/auth/user/{requester.pk}/change/", form)
+
+    assert response.status_code == 302, response.content.decode()[:2000]
+    event = AuditEvent.objects.get(action="user.changed")
+    assert event.actor == f"user:{admin_user.username}" and event.object_id == str(requester.pk)
+    assert event.payload["groups"] == ["reviewer"] and event.payload["is_superuser"] is True
+    assert {"Groups", "Superuser status"} <= set(event.payload["changed"])
+
+    client.post("/admin/auth/group/add/", {"name": "auditors-emea"})
+    created = AuditEvent.objects.get(action="group.created")
+    assert created.payload == {"name": "auditors-emea", "permissions": []}

@@ -36,7 +36,11 @@ def test_readyz_reports_an_unreachable_broker(client, settings):
     assert response.json()["checks"] == {"database": "ok", "broker": "down"}
 
 
-def test_openapi_schema_and_docs_are_served_without_a_cdn(client):
+def test_openapi_schema_and_docs_are_served_to_users_without_a_cdn(client, requester, client_for):
+    assert client.get("/api/schema/", HTTP_ACCEPT="application/json").status_code in (401, 403)
+    assert client.get("/api/docs/").status_code in (401, 403)
+    assert client_for(requester).get("/api/schema/", HTTP_ACCEPT="application/json").status_code == 200
+    client.force_login(requester)
     schema = client.get("/api/schema/", HTTP_ACCEPT="application/json")
     assert schema.status_code == 200
     paths = schema.json()["paths"]

@@ -7,6 +7,7 @@ while it is open leads to the sign-in page and back."""
 from pathlib import Path
 
 import pytest
+from django.conf import settings
 
 from demo.services import demo_load
 from policy.models import PolicyDecision
@@ -153,16 +154,21 @@ def test_a_page_whose_session_ended_leads_to_sign_in_and_back(live_server, chrom
             browser.close()
 
 
-def test_the_api_docs_render_under_the_content_security_policy(live_server, chromium, platform_user):
+def test_the_api_docs_render_under_the_content_security_policy(live_server, chromium, client, platform_user):
     """Swagger UI (vendored) loads its set-up as a script file, not inline, so it runs under
     the same policy as every page."""
     from playwright.sync_api import expect, sync_playwright
 
+    client.force_login(platform_user)  # the docs are for signed-in users
+    session = client.cookies[settings.SESSION_COOKIE_NAME].value
     violations = []
     with sync_playwright() as playwright:
         browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
         try:
-            page = browser.new_context(viewport=DESKTOP).new_page()
+            context = browser.new_context(viewport=DESKTOP)
+            cookie = {"name": settings.SESSION_COOKIE_NAME, "value": session, "url": live_server.url}
+            context.add_cookies([cookie])
+            page = context.new_page()
             page.set_default_timeout(TIMEOUT_MS)
             page.on("console", lambda message: _note_csp_violation(message, page.url, violations))
             response = page.goto(f"{live_server.url}/api/docs/")

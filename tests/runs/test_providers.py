@@ -27,7 +27,7 @@ from runs.providers.normalise import parse_reply
 from tests.support.llm_server import FakeLLM, Reply
 
 CORPUS = json.loads((Path(__file__).parent / "fixtures" / "messy_replies.json").read_text())
-KEY_ENV = "BATON_TEST_LLM_KEY"
+KEY_ENV = "MODEL_API_KEY_BATON_TEST"
 TRIAGE_SCHEMA = {
     "type": "object",
     "required": ["intent", "confidence"],
@@ -172,6 +172,17 @@ def test_a_missing_api_key_is_a_config_error_without_any_call(llm, monkeypatch):
         complete(ask(remote(llm)))
 
     assert caught.value.retryable is False
+    assert llm.requests == []
+
+
+def test_a_key_variable_outside_the_model_key_prefix_is_never_read_or_sent(llm, monkeypatch):
+    # A config published before the prefix was required must not hand a worker's secrets out.
+    monkeypatch.setenv("SECRET_KEY", "the-deployment-secret")
+
+    with pytest.raises(ProviderConfigError, match="MODEL_API_KEY_") as caught:
+        complete(ask(remote(llm, api_key_env="SECRET_KEY")))
+
+    assert "the-deployment-secret" not in str(caught.value)
     assert llm.requests == []
 
 

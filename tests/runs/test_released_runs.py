@@ -8,6 +8,7 @@ from controlplane.identity import actor_for
 from controlplane.models import AuditEvent
 from policy.models import PolicyDecision
 from runs import services
+from registry.models import Channel
 from runs.models import Effect, PendingAction, Run
 from sandbox.models import SupportCase
 
@@ -142,3 +143,25 @@ def test_pending_actions_are_single_use(submit, reviewer):
     run = approve(advance(submit()), reviewer)
     assert run.status == Run.Status.SUCCEEDED
     assert PendingAction.objects.get().status == "approved"
+
+
+def test_a_release_named_by_id_must_be_on_a_channel_unless_a_platform_engineer_runs_it(
+    submit, demo_registry, platform_user
+):
+    release_id = demo_registry.releases[0]
+    assert submit(release=release_id).release_id == release_id  # staging serves it
+
+    Channel.objects.filter(release_id=release_id).update(release=None)  # rolled off every channel
+    with pytest.raises(Forbidden, match="on no channel"):
+        submit(release=release_id, case_id="CASE-1002")
+    assert Run.objects.count() == 1
+
+    tried = services.task_submit(
+        requester=platform_user,
+        actor=actor_for(platform_user),
+        workflow="support_case_resolution",
+        case_id="CASE-1003",
+        input=SMALL_REFUND,
+        release=release_id,
+    ).run
+    assert tried.release_id == release_id and tried.channel == ""
