@@ -160,8 +160,10 @@ def evidence_prepare(*, scope: Scope, format: str, actor: Any) -> EvidencePackag
     )
 
 
+@transaction.atomic
 def evidence_export_start(*, scope: Scope, format: str, user, actor: Any) -> EvidenceExport:
-    """Queue an export for the evidence page: a worker builds it and reports its progress."""
+    """Queue an export for the evidence page: a worker builds it and reports its progress. The
+    `evidence.exported` event and the export it audits are committed together, or neither is."""
     from .tasks import build_evidence_export
 
     package = evidence_prepare(scope=scope, format=format, actor=actor)

@@ -93,6 +93,12 @@ class Replay(models.Model):
             models.Index(fields=["-created_at", "-id"], name="replay_created_idx"),
             models.Index(fields=["run", "-created_at"], name="replay_run_idx"),
         ]
+        constraints = [
+            # Overlapping beat ticks both find a run without its shadow replay: one of them makes it.
+            models.UniqueConstraint(
+                fields=["run"], condition=models.Q(shadow=True), name="replay_one_shadow_per_run"
+            ),
+        ]
 
     def __str__(self) -> str:
         return f"{self.get_mode_display()} replay of {self.run_id}"

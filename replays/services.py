@@ -12,7 +12,7 @@ from typing import Any
 
 from django.conf import settings
 from django.contrib.auth.models import AbstractBaseUser
-from django.db import transaction
+from django.db import IntegrityError, transaction
 from django.db.models.functions import Now
 
 from controlplane.audit import record
@@ -101,17 +101,23 @@ def replay_shadow_runs(*, limit: int = 200) -> int:
     )
     started = 0
     for run in runs:
-        replay_shadow(run=run)
+        try:
+            replay_shadow(run=run)
+        except IntegrityError:
+            continue  # an overlapping tick made this run's shadow replay first
         started += 1
     return started
 
 
 def replay_execute(*, replay_id: int) -> Replay:
     """Carry out a replay (in a worker) and record what it found; nothing else is written."""
+    # Claimed by one conditional update: of two deliveries of the task, only one replays.
+    claimed = Replay.objects.filter(pk=replay_id, status=Replay.Status.QUEUED).update(
+        status=Replay.Status.RUNNING
+    )
     replay = Replay.objects.select_related("run", "requested_by").get(pk=replay_id)
-    if replay.status != Replay.Status.QUEUED:
+    if not claimed:
         return replay  # a repeated delivery of the task
-    Replay.objects.filter(pk=replay.pk).update(status=Replay.Status.RUNNING)
     try:
         report = replay_report(replay.run, replay.release_id, ask_models=replay.mode == Replay.Mode.WHAT_IF)
     except Exception as error:
@@ -203,16 +209,19 @@ def replay_batch_request(
 def replay_batch_execute(*, batch_id: int) -> ReplayBatch:
     """Replay the batch's runs one after another, keeping its progress current, then attach
     the summary to the release as the `replay` evaluation."""
+    claimed = ReplayBatch.objects.filter(pk=batch_id, status=ReplayBatch.Status.QUEUED).update(
+        status=ReplayBatch.Status.RUNNING
+    )
     batch = ReplayBatch.objects.select_related("release", "requested_by").get(pk=batch_id)
-    if batch.status != ReplayBatch.Status.QUEUED:
-        return batch
+    if not claimed:
+        return batch  # a repeated delivery of the task: one set of replays per batch
     runs = list(
         Run.objects.filter(workflow=batch.workflow, status__in=Run.FINISHED_STATUSES)
         .exclude(release_id="")
         .order_by("-created_at", "-pk")[: batch.last_n]
     )
-    batch.status, batch.total = ReplayBatch.Status.RUNNING, len(runs)
-    batch.save(update_fields=["status", "total"])
+    batch.total = len(runs)
+    batch.save(update_fields=["total"])
     reports = []
     for done, run in enumerate(runs, start=1):
         replay = Replay.objects.create(

@@ -247,6 +247,10 @@ def _settle(branch: MapBranch, lease_token: str, outcome: StepOutcome, enqueue: 
     with transaction.atomic():
         run = Run.objects.select_for_update().get(pk=branch.run_id)  # serialises the map's branches
         locked = MapBranch.objects.select_for_update().get(pk=branch.pk)
+        if outcome.kind == "done":
+            # Even with the lease lost, the ledger says what the tool did: the saga only undoes
+            # committed effects.
+            record_committed_effect(outcome.details, outcome.output)
         if locked.lease_owner != lease_token:
             return  # the lease expired meanwhile: another worker owns the branch now
         locked.lease_owner, locked.updated_at, locked.claims_since_progress = "", Now(), 0
@@ -292,7 +296,6 @@ def _succeed(run: Run, locked: MapBranch, outcome: StepOutcome, payload: dict) -
     locked.status = MapBranch.Status.SUCCEEDED
     locked.output, locked.details, locked.error = by_reference(outcome.output), outcome.details, ""
     locked.save()
-    record_committed_effect(outcome.details, outcome.output)
     if outcome.spent:
         run.spent = add_spent(run.spent, outcome.spent)
         run.save(update_fields=["spent"])

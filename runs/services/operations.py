@@ -9,9 +9,9 @@ from django.db.models.functions import Now
 from controlplane.audit import record
 from controlplane.canonical import digest
 from controlplane.dbtime import database_now_plus
-from controlplane.errors import Conflict
+from controlplane.errors import Conflict, InvalidInput
 
-from ..models import MapBranch, PendingAction, Run
+from ..models import Effect, MapBranch, PendingAction, Run
 from .queue import enqueue_on_commit
 
 # A dead letter or a held compensation is "cancelled" when an operator discards it.
@@ -53,7 +53,9 @@ def run_cancel(*, run: Run, actor: Any, reason: str = "") -> Run:
 
 @transaction.atomic
 def run_retry(*, run: Run, actor: Any, repaired_input: dict | None = None, reason: str = "") -> Run:
-    """Re-inject a dead-lettered or failed run at the step where it stopped.
+    """Re-inject a dead-lettered or failed run at the step where it stopped; a run whose
+    compensation failed goes on undoing its effects instead, never forward: the effects
+    already undone would otherwise stay undone under a run that then succeeds.
 
     A repaired input replaces the original one (both digests are audited); approvals given
     for the old input no longer apply, because the actions they bound to will differ.
@@ -62,6 +64,36 @@ def run_retry(*, run: Run, actor: Any, repaired_input: dict | None = None, reaso
     if run.status not in RETRYABLE:
         raise Conflict(f"Only dead-lettered or failed runs can be retried; this one is {run.status}.")
     payload = {"from": run.status, "state": run.current_state, "error": run.error, "reason": reason}
+    if run.status == Run.Status.COMPENSATION_FAILED:
+        _resume_compensation(run, repaired_input, payload)
+    else:
+        _resume_forward(run, repaired_input, payload)
+    # A poison dead letter's count of claims without progress would dead-letter it again at once.
+    run.claims_since_progress = 0
+    run.lease_owner, run.lease_expires_at = "", database_now_plus(settings.RUN_LEASE_SECONDS)
+    run.updated_at = Now()
+    run.save()
+    record(actor, "run.retried", run, payload, **_audit(run))
+    enqueue_on_commit(run.pk)
+    return run
+
+
+def _resume_compensation(run: Run, repaired_input: dict | None, payload: dict) -> None:
+    """The effects whose compensation failed are to be undone again, then the older ones, as
+    the saga goes (it undoes committed effects, newest first); the run keeps its error."""
+    if repaired_input is not None:
+        raise InvalidInput(
+            "A run whose compensation failed is retried by undoing its effects again: "
+            "a repaired input has nothing to apply to.",
+            errors={"repaired_input": ["Not for a run whose compensation failed."]},
+        )
+    failed = Effect.objects.filter(run=run, status=Effect.Status.COMPENSATION_FAILED)
+    payload["compensation_resumed"] = list(failed.values_list("tool", flat=True))
+    failed.update(status=Effect.Status.COMMITTED, updated_at=Now())
+    run.status = Run.Status.COMPENSATING
+
+
+def _resume_forward(run: Run, repaired_input: dict | None, payload: dict) -> None:
     if repaired_input is not None:
         payload |= {"input_digest_before": digest(run.input), "input_digest_after": digest(repaired_input)}
         run.input = repaired_input
@@ -78,9 +110,3 @@ def run_retry(*, run: Run, actor: Any, repaired_input: dict | None = None, reaso
     if reset:
         payload["branches_reset"] = reset
     run.status, run.error, run.step_attempts, run.finished_at = Run.Status.QUEUED, "", 0, None
-    run.lease_owner, run.lease_expires_at = "", database_now_plus(settings.RUN_LEASE_SECONDS)
-    run.updated_at = Now()
-    run.save()
-    record(actor, "run.retried", run, payload, **_audit(run))
-    enqueue_on_commit(run.pk)
-    return run

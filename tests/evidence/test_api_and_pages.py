@@ -1,10 +1,15 @@
 """The evidence API and pages: who may export, bad requests, background exports with progress."""
 
-import pytest
+from datetime import UTC, datetime
 
+import pytest
+from django.db import DatabaseError
+
+from controlplane.identity import actor_for
 from controlplane.models import AuditEvent
-from evidence.models import EvidenceExport
-from evidence.services import evidence_export_build, export_path
+from evidence.collect import Scope
+from evidence.models import AuditCheckpoint, EvidenceExport
+from evidence.services import evidence_export_build, evidence_export_start, export_path
 from runs.models import Run
 
 from .conftest import verifier
@@ -98,6 +103,24 @@ def test_the_evidence_page_builds_a_package_with_progress(
         download.status_code == 200
         and b"".join(download.streaming_content) == export_path(export).read_bytes()
     )
+
+
+def test_an_export_that_cannot_be_queued_is_not_audited_as_exported(auditor, monkeypatch):
+    def refused(**fields):
+        raise DatabaseError("could not extend the exports table")
+
+    monkeypatch.setattr(EvidenceExport.objects, "create", refused)
+
+    with pytest.raises(DatabaseError):
+        evidence_export_start(
+            scope=Scope(since=datetime(2000, 1, 1, tzinfo=UTC)),
+            format="json",
+            user=auditor,
+            actor=actor_for(auditor),
+        )
+
+    assert not AuditEvent.objects.filter(action="evidence.exported").exists()
+    assert not AuditCheckpoint.objects.exists()
 
 
 def test_the_evidence_page_explains_a_bad_request(signed_in, auditor):

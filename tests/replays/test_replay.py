@@ -5,6 +5,7 @@ import copy
 from decimal import Decimal
 
 import pytest
+from django.db.models import QuerySet
 
 from controlplane.errors import Conflict, Forbidden, InvalidInput
 from controlplane.identity import actor_for
@@ -17,6 +18,7 @@ from replays.models import Replay, ReplayBatch
 from runs import models as run_models
 from runs.models import Run, StepCheckpoint
 from sandbox import models as sandbox_models
+from tests.runs.test_failure_modes import BUILTIN_BINDINGS, PRICEY, two_builtin_steps
 from tests.support.workflows import advance, http_tool, workflow
 
 pytestmark = pytest.mark.django_db
@@ -244,3 +246,80 @@ def test_who_may_replay_and_what(finished_demo, auditor, requester, reviewer, pl
     with pytest.raises(InvalidInput, match="between 1 and"):
         services.replay_batch_request(release=canary, last_n=0, reason="evaluate", user=platform_user)
     assert not Replay.objects.exists() and not ReplayBatch.objects.exists()
+
+
+# Deliveries and beat ticks that overlap ---------------------------------------------------------
+
+
+@pytest.fixture
+def recorded_run(publish, submit) -> Run:
+    """A finished run of a small released workflow: two steps on builtin models."""
+    publish(
+        two_builtin_steps("small_flow"), bindings=BUILTIN_BINDINGS, model_configs={"builtin-pricey": PRICEY}
+    )
+    run = advance(submit("small_flow"))
+    assert run.status == Run.Status.SUCCEEDED
+    return run
+
+
+def delivered_again_after_the_first_read(monkeypatch, model, deliver) -> None:
+    """Two workers took the same message: the second one's delivery runs in full just after the
+    first one has read its `model` row."""
+    real_get = QuerySet.get
+    pending = [deliver]
+
+    def get(self, *args, **kwargs):
+        found = real_get(self, *args, **kwargs)
+        if self.model is model and pending:
+            pending.pop()()
+        return found
+
+    monkeypatch.setattr(QuerySet, "get", get)
+
+
+def test_a_replay_delivered_twice_at_once_is_carried_out_once(recorded_run, platform_user, monkeypatch):
+    replay = services.replay_request(run=recorded_run, reason="incident review", user=platform_user)
+    delivered_again_after_the_first_read(
+        monkeypatch, Replay, lambda: services.replay_execute(replay_id=replay.pk)
+    )
+
+    replay = services.replay_execute(replay_id=replay.pk)
+
+    assert replay.status == Replay.Status.DONE
+    assert AuditEvent.objects.filter(action="run.replayed", run_id=str(recorded_run.pk)).count() == 1
+
+
+def test_a_batch_delivered_twice_at_once_replays_its_runs_once(recorded_run, platform_user, monkeypatch):
+    release = Release.objects.get(pk=recorded_run.release_id)
+    batch = services.replay_batch_request(release=release, last_n=5, reason="evaluate", user=platform_user)
+    delivered_again_after_the_first_read(
+        monkeypatch, ReplayBatch, lambda: services.replay_batch_execute(batch_id=batch.pk)
+    )
+
+    services.replay_batch_execute(batch_id=batch.pk)
+
+    batch.refresh_from_db()
+    assert (batch.status, batch.total, batch.done) == (ReplayBatch.Status.DONE, 1, 1)
+    assert batch.replays.count() == 1 and Replay.objects.count() == 1
+    assert AuditEvent.objects.filter(action="release.replayed", object_id=release.pk).count() == 1
+
+
+def test_overlapping_shadow_ticks_replay_a_run_once(recorded_run, monkeypatch):
+    Run.objects.filter(pk=recorded_run.pk).update(shadow_release_id=recorded_run.release_id)
+    real_replay_shadow = services.replay_shadow
+    other_tick = []
+
+    def replay_shadow(*, run: Run) -> Replay:
+        if not other_tick:  # the next tick starts between this one's query and its insert
+            other_tick.append(None)
+            other_tick[0] = services.replay_shadow_runs()
+        return real_replay_shadow(run=run)
+
+    monkeypatch.setattr(services, "replay_shadow", replay_shadow)
+
+    assert services.replay_shadow_runs() == 0  # the other tick made the replay; this one does not fail
+
+    assert other_tick == [1]
+    assert Replay.objects.filter(run=recorded_run, shadow=True).count() == 1
+    requested = AuditEvent.objects.filter(action="run.replay_requested", run_id=str(recorded_run.pk))
+    assert requested.count() == 1

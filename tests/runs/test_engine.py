@@ -171,6 +171,24 @@ def test_a_run_that_keeps_killing_its_workers_is_dead_lettered(submitted_run, se
     assert AuditEvent.objects.get(action="run.dead_lettered").payload["claims"] == 3
 
 
+def test_an_operator_retry_of_a_run_that_kept_killing_its_workers_runs_it(submitted_run, settings):
+    settings.RUN_MAX_CLAIMS = 2
+    for worker in ("w1", "w2"):
+        Run.objects.filter(pk=submitted_run.pk).update(lease_owner="", lease_expires_at=None)
+        assert claim_lease(str(submitted_run.pk), worker)[0]
+    Run.objects.filter(pk=submitted_run.pk).update(lease_owner="", lease_expires_at=None)
+    services.run_advance(run_id=str(submitted_run.pk), worker="w3")
+    assert Run.objects.get(pk=submitted_run.pk).status == Run.Status.DEAD_LETTERED
+
+    services.run_retry(run=submitted_run, actor=Actor("operator"), reason="the crash is fixed")
+    services.run_advance(run_id=str(submitted_run.pk), worker="w4")
+
+    run = Run.objects.get(pk=submitted_run.pk)
+    assert run.status == Run.Status.SUCCEEDED and run.claims_since_progress == 0
+    assert StepCheckpoint.objects.filter(run=run).count() == 2
+    assert run_events(run).count("run.dead_lettered") == 1
+
+
 @pytest.mark.skipif(connection.vendor != "postgresql", reason="there the claim starts a queued run")
 def test_the_claim_starts_a_queued_run_once_and_writes_its_event_as_python_would(submitted_run):
     awkward = 'étape "1"\t\\ \x01 ✓'  # escaped differently by naive JSON writers

@@ -18,7 +18,7 @@ from django.db import connection
 from django.utils import timezone
 
 from controlplane.canonical import digest
-from controlplane.errors import Conflict
+from controlplane.errors import Conflict, InvalidInput
 from controlplane.identity import actor_for
 from controlplane.models import AuditEvent
 from policy.models import PolicyDecision
@@ -728,6 +728,52 @@ def test_a_resumed_compensation_stops_where_the_dead_worker_met_a_failed_one(sag
     assert posts(tool_server, "payments.refund", "stock.release") == []
     assert Effect.objects.get(tool="stock.reserve").status == Effect.Status.COMMITTED
     assert event(run, "run.compensation_failed").payload == {"compensated": [], "failed": ["payments.charge"]}
+
+
+def test_a_retried_compensation_failure_undoes_the_effects_again_and_never_goes_forward(
+    saga, tool_server, requester
+):
+    tool_server.fail_next(2, 400)  # the shipment, then the refund of the charge
+    run = advance(saga)
+    assert run.status == Run.Status.COMPENSATION_FAILED
+
+    services.run_retry(run=run, actor=actor_for(requester), reason="payments are back")
+    run = advance(run)
+
+    assert run.status == Run.Status.COMPENSATED and run.finished_at is not None
+    assert run.error.startswith("shipments.create failed")
+    assert posts(tool_server, "payments.refund", "stock.release") == [
+        "payments.refund",
+        "payments.refund",
+        "stock.release",
+    ]
+    assert tool_server.effects_per_operation["shipments.create"] == 0  # the run never went forward
+    assert states(run) == ["reserve", "charge"]
+    assert dict(Effect.objects.values_list("tool", "status")) == {
+        "stock.reserve": Effect.Status.COMPENSATED,
+        "payments.charge": Effect.Status.COMPENSATED,
+        "shipments.create": Effect.Status.REJECTED,
+    }
+    assert events(run)[-3:] == ["run.compensation_failed", "run.retried", "run.compensated"]
+    retried = event(run, "run.retried").payload
+    assert (retried["from"], retried["compensation_resumed"]) == ("compensation_failed", ["payments.charge"])
+    assert event(run, "run.compensated").payload == {
+        "compensated": ["payments.charge", "stock.reserve"],
+        "failed": [],
+    }
+
+
+def test_a_compensation_failure_is_not_retried_with_a_repaired_input(saga, tool_server, requester):
+    tool_server.fail_next(2, 400)
+    run = advance(saga)
+
+    with pytest.raises(InvalidInput, match="compensation failed"):
+        services.run_retry(run=run, actor=actor_for(requester), repaired_input={"text": "ship it anyway"})
+
+    run.refresh_from_db()
+    assert run.status == Run.Status.COMPENSATION_FAILED and run.input == TEXT
+    assert Effect.objects.get(tool="payments.charge").status == Effect.Status.COMPENSATION_FAILED
+    assert "run.retried" not in events(run)
 
 
 @pytest.mark.django_db(transaction=True)

@@ -18,6 +18,7 @@ from controlplane.audit import verify_chain
 from controlplane.identity import actor_for
 from policy.models import PolicyDecision
 from runs import services
+from runs.engine import fanout
 from runs.models import Effect, MapBranch, Run
 from tests.support.workflows import advance, http_tool, workflow
 
@@ -258,6 +259,30 @@ def test_the_sweeper_sends_again_a_branch_whose_lease_expired(stock_flow, submit
     }
     assert services.runs_sweep_expired_leases() == 0  # the waiting run itself holds no lease
     assert run_branch(swept).status == MapBranch.Status.SUCCEEDED
+
+
+def test_a_branch_that_lost_its_lease_while_its_tool_call_was_out_records_the_effect_the_call_made(
+    stock_flow, submit, tool_server, monkeypatch
+):
+    run = advance(submit(stock_flow, ORDER))
+    first = branches(run)[0]
+    real_call = fanout.execute_tool_step
+
+    def call_then_lose_the_lease(*args, **kwargs):
+        outcome = real_call(*args, **kwargs)
+        # While the call was out, the sweeper gave the branch to another worker.
+        MapBranch.objects.filter(pk=first.pk).update(lease_owner="someone-else")
+        return outcome
+
+    monkeypatch.setattr(fanout, "execute_tool_step", call_then_lose_the_lease)
+
+    branch = run_branch(first)
+
+    assert (branch.status, branch.lease_owner) == (MapBranch.Status.RUNNING, "someone-else")
+    effect = Effect.objects.get(state="check[0]")
+    assert (effect.status, effect.effect_id) == (Effect.Status.COMMITTED, "stock.check:1")
+    assert effect.result["args"]["sku"] == "A-1"
+    assert "run.map.branch.completed" not in events(run)
 
 
 def test_a_map_over_something_that_is_not_a_list_fails_closed(stock_flow, submit, tool_server):

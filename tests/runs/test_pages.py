@@ -396,6 +396,8 @@ def test_retry_is_offered_only_for_failed_runs(signed_in, platform_user):
     html = client.get(f"/runs/{held.pk}/").content.decode()
     assert f"/runs/{held.pk}/cancel/" in html and f"/runs/{held.pk}/retry/" in html
     assert 'hx-trigger="every 2s"' not in html  # nothing moves until an operator acts
+    # Its retry undoes again, never goes forward: no input to repair.
+    assert "Retry the compensation" in html and 'name="repaired_input"' not in html
     succeeded = RunFactory(status="succeeded")
     html = client.get(f"/runs/{succeeded.pk}/").content.decode()
     assert "/cancel/" not in html and "/retry/" not in html
