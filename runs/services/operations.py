@@ -33,6 +33,12 @@ def _audit(run: Run) -> dict:
 def run_cancel(*, run: Run, actor: Any, reason: str = "") -> Run:
     """Stop a run that has not finished, or discard a dead letter. A worker holding the run
     notices at its next commit (its lease is gone) and writes nothing more."""
+    # Its open requests are locked before the run, in the order a reviewer's decision takes
+    # them: taken the other way round, a cancel and a decision at once could deadlock.
+    pending = PendingAction.objects.select_for_update().filter(
+        run_id=run.pk, status=PendingAction.Status.PENDING
+    )
+    pending_ids = list(pending.values_list("pk", flat=True))
     run = Run.objects.select_for_update().get(pk=run.pk)
     if run.status not in CANCELLABLE:
         raise Conflict(f"A {run.status} run cannot be cancelled.")
@@ -40,9 +46,7 @@ def run_cancel(*, run: Run, actor: Any, reason: str = "") -> Run:
     run.status, run.finished_at, run.updated_at = Run.Status.CANCELLED, Now(), Now()
     run.lease_owner, run.lease_expires_at = "", None
     run.save()
-    PendingAction.objects.filter(run=run, status=PendingAction.Status.PENDING).update(
-        status=PendingAction.Status.SUPERSEDED
-    )
+    PendingAction.objects.filter(pk__in=pending_ids).update(status=PendingAction.Status.SUPERSEDED)
     # Branches not started yet never start; a running one finishes its call and fans in nothing.
     MapBranch.objects.filter(run=run, status__in=[MapBranch.Status.PENDING, MapBranch.Status.QUEUED]).update(
         status=MapBranch.Status.CANCELLED, lease_expires_at=None, finished_at=Now(), updated_at=Now()

@@ -528,6 +528,21 @@ def test_delivering_a_finished_run_again_changes_nothing(gated_flow, submit):
     services.run_advance(run_id=str(uuid.uuid4()), worker="w4")  # a message for no run is dropped
 
 
+@pytest.mark.skipif(connection.vendor != "postgresql", reason="SQLite locks the whole database")
+def test_a_cancel_locks_the_open_request_before_the_run_as_a_decision_does(gated_flow, submit, requester):
+    from django.test.utils import CaptureQueriesContext
+
+    run = advance(submit(gated_flow, {**TEXT, "amount": 250}))
+    with CaptureQueriesContext(connection) as statements:
+        services.run_cancel(run=run, actor=actor_for(requester))
+
+    locking = [query["sql"] for query in statements.captured_queries if "FOR UPDATE" in query["sql"]]
+    assert [sql.split(" FROM ")[1].split()[0].strip('"') for sql in locking] == [
+        "runs_pendingaction",
+        "runs_run",
+    ]
+
+
 def test_cancelling_a_waiting_run_supersedes_its_pending_action(gated_flow, submit, requester, reviewer):
     run = advance(submit(gated_flow, {**TEXT, "amount": 250}))
     assert run.status == Run.Status.WAITING_APPROVAL
