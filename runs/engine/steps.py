@@ -505,6 +505,19 @@ def _call_tool(run, released, step, spec, args, key, ruling: _ToolRuling) -> Ste
         "effect": effect.pk,
         "policy_decision": ruling.decision.decision_id,
     }
+    if not created and effect.args != args:
+        # Same key, other arguments: a loop came back to this step, or its facts changed. The
+        # tool would answer the first call's effect as this one's; refuse to pretend it did.
+        return StepOutcome(
+            "fail",
+            error=(
+                f"{step['tool']}: an effect under this step's idempotency key was made with other "
+                "arguments; a step the workflow comes back to needs an idempotency_key that differs "
+                "each time"
+            ),
+            retryable=False,
+            details=details,
+        )
     if effect.status == Effect.Status.COMMITTED:
         return StepOutcome("done", output=effect.result, details={**details, "replayed": True})
     unknown = effect.status == Effect.Status.UNKNOWN  # the last call may have taken effect: ask first

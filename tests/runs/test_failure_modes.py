@@ -643,6 +643,42 @@ def test_a_large_output_is_stored_once_and_the_next_step_sees_all_of_it(publish,
 # 9. A worker that died mid-step --------------------------------------------------------------------
 
 
+def test_a_step_that_comes_back_with_other_arguments_under_the_same_key_fails_closed(
+    publish, submit, tool_server
+):
+    publish(
+        workflow(
+            "refund_again",
+            {
+                "name": "refund",
+                "tool": "payments.refund",
+                "agent": "ops_agent",
+                "args": {"case_id": "=case_id", "amount": "=amount"},
+            },
+        ),
+        tools={"payments.refund": http_tool(tool_server, "payments.refund")},
+    )
+    run = submit("refund_again")
+    released = released_workflow(run.release_id)
+    step = released.step("refund")
+    first = execute_tool_step(
+        run, released, step, {}, time.time(), facts={"case_id": run.case_id, "amount": 10}
+    )
+    assert first.kind == "done" and tool_server.effects == 1, first.error
+
+    replayed = execute_tool_step(
+        run, released, step, {}, time.time(), facts={"case_id": run.case_id, "amount": 10}
+    )
+    assert replayed.kind == "done" and replayed.details["replayed"] is True
+
+    other = execute_tool_step(
+        run, released, step, {}, time.time(), facts={"case_id": run.case_id, "amount": 20}
+    )
+    assert (other.kind, other.retryable) == ("fail", False)
+    assert "made with other arguments" in other.error
+    assert tool_server.effects == 1 and Effect.objects.get().args == {"case_id": run.case_id, "amount": 10}
+
+
 def test_a_run_whose_worker_died_mid_step_is_swept_and_finishes_without_a_second_effect(
     publish, submit, tool_server
 ):
