@@ -1,7 +1,7 @@
 """The inbox and history filters, and the decision form a reviewer posts."""
 
 from collections.abc import Mapping
-from datetime import datetime, time, timedelta
+from datetime import date, datetime, time, timedelta
 
 from django import forms
 from django.db.models import Exists, OuterRef, QuerySet
@@ -106,12 +106,13 @@ class HistoryFilters(FilterForm):
         # Whole days in the server's time zone, as ranges (an index can serve a range, not a date cast).
         if data.get("decided_from"):
             requests = requests.filter(decided_at__gte=_start_of(data["decided_from"]))
-        if data.get("decided_to"):
-            requests = requests.filter(decided_at__lt=_start_of(data["decided_to"]) + timedelta(days=1))
+        # Before the start of the next day; the last day a date can hold has no next day, nor a bound.
+        if data.get("decided_to") and data["decided_to"] < date.max:
+            requests = requests.filter(decided_at__lt=_start_of(data["decided_to"] + timedelta(days=1)))
         return requests
 
 
-def _start_of(day) -> datetime:
+def _start_of(day: date) -> datetime:
     return timezone.make_aware(datetime.combine(day, time.min))
 
 

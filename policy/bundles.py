@@ -69,7 +69,7 @@ def bundle_by_ref(ref: str) -> PolicyBundle | None:
     name, _, version = ref.partition("@")
     artifacts = Artifact.objects.filter(kind=Artifact.Kind.POLICY_BUNDLE, name=name)
     if version:
-        if not version.isdigit():
+        if not (version.isascii() and version.isdigit()):  # str.isdigit() also takes '²', which int() refuses
             return None
         artifacts = artifacts.filter(version=int(version))
     artifact = artifacts.order_by("-version").first()

@@ -152,4 +152,6 @@ def schema_problems(schema: Any, path: str) -> list[Problem]:
         return [
             Problem(path + json_path(error.absolute_path)[1:], f"not a valid JSON Schema: {error.message}")
         ]
+    except RecursionError:  # the meta-schema check recurses once per level of the schema
+        return [Problem(path, "not a valid JSON Schema: nested too deeply")]
     return []

@@ -41,7 +41,12 @@ class AgentEditForm(ServiceForm):
     )
     purpose = forms.CharField(required=False, widget=forms.Textarea(attrs={"rows": 3}))
     runbook_url = forms.URLField(required=False, label="Runbook URL", assume_scheme="https")
-    slo_p95_latency_ms = forms.IntegerField(required=False, min_value=1, label="SLO: p95 latency (ms)")
+    slo_p95_latency_ms = forms.IntegerField(
+        required=False,
+        min_value=1,
+        max_value=2_147_483_647,  # the most a PositiveIntegerField holds on every database
+        label="SLO: p95 latency (ms)",
+    )
     slo_success_rate = forms.DecimalField(
         required=False,
         min_value=0,

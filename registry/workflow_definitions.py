@@ -17,6 +17,8 @@ from typing import Any
 import yaml
 from jsonschema import Draft202012Validator
 
+from controlplane.strict_json import TOO_DEEP, StrictJSONError, refuse_unstorable
+
 from .artifact_kinds import NAME_PATTERN, SIDE_EFFECTS, Problem, json_path, schema_problems
 from .expressions import ExpressionError, parse
 
@@ -142,12 +144,20 @@ class _NoAliasLoader(yaml.SafeLoader):
 def load_source(source: str) -> tuple[Any, list[Problem]]:
     """Parse YAML (a superset of JSON) text into data, or report where it is broken."""
     try:
-        return yaml.load(source, Loader=_NoAliasLoader), []  # noqa: S506 (a SafeLoader subclass)
+        data = yaml.load(source, Loader=_NoAliasLoader)  # noqa: S506 (a SafeLoader subclass)
     except yaml.YAMLError as error:
         mark = getattr(error, "problem_mark", None) or getattr(error, "context_mark", None)
         where = f"line {mark.line + 1}, column {mark.column + 1}" if mark else "unknown position"
         reason = getattr(error, "problem", None) or str(error)
         return None, [Problem("$", f"invalid YAML at {where}: {reason}")]
+    except RecursionError:  # the YAML parser recurses once per level of nesting
+        return None, [Problem("$", TOO_DEEP)]
+    # Held to what the API accepts as JSON: the checks and the digest that follow recurse too.
+    try:
+        refuse_unstorable(data)
+    except StrictJSONError as error:
+        return None, [Problem("$", str(error))]
+    return data, []
 
 
 def normalise(data: Any) -> Any:

@@ -19,6 +19,7 @@ from controlplane.dbtime import database_now_plus
 from controlplane.htmx import render_page
 from controlplane.identity import ADMIN, AUDITOR, PLATFORM, actor_for, has_role
 from controlplane.pages import ServiceForm, done, paged, roles_required
+from controlplane.strict_json import StrictJSONError, strict_loads
 from registry.diagrams import mermaid_state_diagram
 from registry.models import Release, ReleaseAgent
 
@@ -51,22 +52,12 @@ class RetryForm(ServiceForm):
         if not text:
             return None
         try:
-            value = json.loads(text, parse_constant=_no_constant)
-        except json.JSONDecodeError as error:
-            raise forms.ValidationError(
-                f"This is not valid JSON: {error.msg} (line {error.lineno}, column {error.colno})."
-            ) from error
-        except ValueError as error:
+            value = strict_loads(text)
+        except StrictJSONError as error:
             raise forms.ValidationError(f"This is not valid JSON: {error}.") from error
-        except RecursionError as error:
-            raise forms.ValidationError("This JSON is nested too deeply.") from error
         if not isinstance(value, dict):
             raise forms.ValidationError('The repaired input must be a JSON object, such as {"text": "…"}.')
         return value
-
-
-def _no_constant(name: str) -> None:
-    raise ValueError(f"{name} is not a JSON value")
 
 
 def _json(value: Any) -> str:

@@ -1,11 +1,11 @@
 """A JSON parser that refuses what a governance API should never store.
 
-Oversized bodies (413), invalid UTF-8, NUL bytes, duplicate keys, NaN/Infinity and
-integers outside the I-JSON range (RFC 7493) are refused with a 4xx before any view runs,
-so every body that reaches a service can be stored and canonicalised as it is.
+Oversized bodies (413), invalid UTF-8, NUL bytes and whatever `strict_loads` refuses
+(duplicate keys, NaN/Infinity, numbers out of range, lone surrogates, deep nesting) are
+refused with a 4xx before any view runs, so every body that reaches a service can be stored
+and canonicalised as it is.
 """
 
-import json
 from typing import Any
 
 from django.conf import settings
@@ -13,7 +13,7 @@ from rest_framework import status
 from rest_framework.exceptions import APIException, ParseError
 from rest_framework.parsers import BaseParser
 
-_MAX_SAFE_INTEGER = 2**53 - 1
+from controlplane.strict_json import StrictJSONError, strict_loads
 
 
 # Defined here, not beside the other problems: DRF imports this module while
@@ -43,52 +43,6 @@ class StrictJSONParser(BaseParser):
         except UnicodeDecodeError as exc:
             raise ParseError(f"The request body is not valid UTF-8 (byte {exc.start}).") from exc
         try:
-            data = json.loads(
-                text,
-                object_pairs_hook=_object_without_duplicates,
-                parse_constant=_refuse_constant,
-                parse_int=_safe_integer,
-            )
-        except json.JSONDecodeError as exc:
-            raise ParseError(f"Malformed JSON: {exc.msg} at line {exc.lineno}, column {exc.colno}.") from exc
-        except RecursionError as exc:
-            raise ParseError("Malformed JSON: nested too deeply.") from exc
-        except ValueError as exc:
-            raise ParseError(f"Malformed JSON: {exc}") from exc
-        _refuse_nul_characters(data)
-        return data
-
-
-def _object_without_duplicates(pairs: list[tuple[str, Any]]) -> dict:
-    result = {}
-    for key, value in pairs:
-        if key in result:
-            raise ValueError(f"duplicate key {key!r}.")
-        result[key] = value
-    return result
-
-
-def _refuse_constant(name: str) -> None:
-    raise ValueError(f"{name} is not JSON.")
-
-
-def _safe_integer(text: str) -> int:
-    value = int(text)
-    if abs(value) > _MAX_SAFE_INTEGER:
-        raise ValueError(f"integer {text} is outside the interoperable range ±(2^53-1).")
-    return value
-
-
-def _refuse_nul_characters(value: Any) -> None:
-    """An escaped \\u0000 decodes to NUL, which PostgreSQL cannot store in text or jsonb."""
-    stack = [value]
-    while stack:
-        item = stack.pop()
-        if isinstance(item, str):
-            if "\x00" in item:
-                raise ParseError("The request body contains a NUL character (\\u0000).")
-        elif isinstance(item, dict):
-            stack.extend(item.keys())
-            stack.extend(item.values())
-        elif isinstance(item, list):
-            stack.extend(item)
+            return strict_loads(text)
+        except StrictJSONError as exc:
+            raise ParseError(f"Malformed JSON: {exc}.") from exc

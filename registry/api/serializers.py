@@ -60,7 +60,12 @@ class AgentInputSerializer(StrictInputSerializer):
     )
     purpose = serializers.CharField(required=False, allow_blank=True, max_length=5000)
     runbook_url = serializers.URLField(required=False, allow_blank=True, max_length=200)
-    slo_p95_latency_ms = serializers.IntegerField(required=False, allow_null=True, min_value=1)
+    slo_p95_latency_ms = serializers.IntegerField(
+        required=False,
+        allow_null=True,
+        min_value=1,
+        max_value=2_147_483_647,  # the most a PositiveIntegerField holds on every database
+    )
     slo_success_rate = serializers.DecimalField(
         max_digits=5, decimal_places=4, min_value=0, max_value=1, required=False, allow_null=True
     )

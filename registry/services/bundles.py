@@ -13,10 +13,13 @@ import yaml
 from django.contrib.auth import get_user_model
 from django.contrib.auth.models import AbstractBaseUser
 from django.db import transaction
+from jsonschema import Draft202012Validator
 
 from controlplane.errors import InvalidInput
+from controlplane.strict_json import TOO_DEEP, StrictJSONError, refuse_unstorable
 
-from ..models import Agent, Artifact, Release, Team
+from ..artifact_kinds import NAME_PATTERN, SIDE_EFFECTS, Problem, json_path
+from ..models import Agent, Artifact, Channel, Release, Team
 from . import agents as agent_services
 from .artifacts import artifact_publish
 from .releases import release_create, release_promote
@@ -24,6 +27,122 @@ from .releases import release_create, release_promote
 # Order matters: tools before the agents allowed to use them, agents before the workflows naming them.
 _ARTIFACT_KINDS_BEFORE_AGENTS = ("tool", "prompt", "model_config", "corpus", "policy_bundle")
 _TOP_LEVEL_KEYS = {"teams", "artifacts", "agents", "workflows", "releases"}
+_NAME = {"type": "string", "pattern": NAME_PATTERN}
+_REF = {"type": "string", "minLength": 1, "maxLength": 120}  # name or name@version
+# The shape `bundle_apply` reads; the services check the values (artifact contents, references).
+_BUNDLE_SCHEMA = {
+    "type": "object",
+    "additionalProperties": False,
+    "properties": {
+        "teams": {
+            "type": "array",
+            "items": {
+                "type": "object",
+                "required": ["slug", "name"],
+                "additionalProperties": False,
+                "properties": {
+                    "slug": {"type": "string", "pattern": r"^[-a-zA-Z0-9_]{1,100}$"},
+                    "name": {"type": "string", "minLength": 1, "maxLength": 200},
+                    "support_queue": {"type": "string", "maxLength": 200},
+                    "members": {"type": "array", "items": {"type": "string"}},
+                },
+            },
+        },
+        "artifacts": {
+            "type": "object",
+            "propertyNames": {"enum": list(_ARTIFACT_KINDS_BEFORE_AGENTS)},
+            "additionalProperties": {
+                "type": ["object", "null"],
+                "propertyNames": _NAME,
+                "additionalProperties": {"type": "object", "properties": {"from_dir": {"type": "string"}}},
+            },
+        },
+        "agents": {
+            "type": "array",
+            "items": {
+                "type": "object",
+                "required": ["slug", "display_name"],
+                "additionalProperties": False,
+                "properties": {
+                    "slug": _NAME,
+                    "display_name": {"type": "string", "minLength": 1, "maxLength": 200},
+                    "owner_team": {"type": ["string", "null"]},
+                    "purpose": {"type": "string", "maxLength": 5000},
+                    "runbook_url": {"type": "string", "maxLength": 200},
+                    "slo": {
+                        "type": ["object", "null"],
+                        "additionalProperties": False,
+                        "properties": {
+                            # The most a PositiveIntegerField holds on every database.
+                            "p95_latency_ms": {
+                                "type": ["integer", "null"],
+                                "minimum": 1,
+                                "maximum": 2_147_483_647,
+                            },
+                            "success_rate": {"type": ["number", "null"], "minimum": 0, "maximum": 1},
+                        },
+                    },
+                    "data_classification": {"enum": Agent.Classification.values},
+                    "allowed_tools": {
+                        "type": "array",
+                        "items": {
+                            "type": "object",
+                            "required": ["tool", "scope"],
+                            "additionalProperties": False,
+                            "properties": {"tool": _NAME, "scope": {"enum": list(SIDE_EFFECTS)}},
+                        },
+                    },
+                    "status": {"enum": Agent.Status.values},
+                    "retirement_reason": {"type": "string", "maxLength": 2000},
+                },
+            },
+        },
+        "workflows": {
+            "type": ["object", "null"],
+            "propertyNames": _NAME,
+            "additionalProperties": {"type": ["string", "object"]},
+        },
+        "releases": {
+            "type": "array",
+            "items": {
+                "type": "object",
+                "required": ["workflow"],
+                "additionalProperties": False,
+                "properties": {
+                    "workflow": _REF,
+                    "policy_bundle": _REF,
+                    "agents": {
+                        "type": "object",
+                        "additionalProperties": {"type": "object", "additionalProperties": _REF},
+                    },
+                    "pins": {
+                        "type": "object",
+                        "additionalProperties": {
+                            "type": "object",
+                            "additionalProperties": {"type": "integer", "minimum": 1},
+                        },
+                    },
+                    "notes": {"type": "string", "maxLength": 5000},
+                    "channels": {
+                        "type": "array",
+                        "items": {
+                            # A channel's name, or {name, mode, canary_percent} (these apply to objects only).
+                            "type": ["string", "object"],
+                            "required": ["name"],
+                            "additionalProperties": False,
+                            "properties": {
+                                "name": {"type": "string"},
+                                "mode": {"enum": Channel.Mode.values},
+                                "canary_percent": {"type": ["integer", "null"]},
+                            },
+                        },
+                    },
+                },
+            },
+        },
+    },
+}
+_BUNDLE_VALIDATOR = Draft202012Validator(_BUNDLE_SCHEMA)
 
 
 @dataclass
@@ -37,13 +156,33 @@ class ApplyReport:
 
 
 def load_bundle_file(path: Path) -> dict:
+    """The bundle a file declares, its shape checked and its policy folders read in."""
     try:
         data = yaml.safe_load(path.read_text())
     except (OSError, yaml.YAMLError) as error:
         raise InvalidInput(f"Cannot read {path}: {error}") from error
+    except RecursionError as error:  # the YAML parser recurses once per level of nesting
+        raise InvalidInput(f"Cannot read {path}: {TOO_DEEP}.") from error
     if not isinstance(data, dict):
         raise InvalidInput(f"{path} must hold a mapping with some of: {', '.join(sorted(_TOP_LEVEL_KEYS))}.")
-    return _inline_policy_modules(data, base_dir=path.parent)
+    problems = [
+        Problem(json_path(error.absolute_path), error.message)
+        # Sorted by the path as text: YAML keys may be numbers beside strings, which do not compare.
+        for error in sorted(_BUNDLE_VALIDATOR.iter_errors(data), key=lambda e: json_path(e.absolute_path))
+    ]
+    if problems:
+        first = problems[0]
+        raise InvalidInput(
+            f"{path} is invalid at {first.path}: {first.message}"
+            + (f" (and {len(problems) - 1} more)" if len(problems) > 1 else ""),
+            errors={"problems": [problem.as_dict() for problem in problems]},
+        )
+    data = _inline_policy_modules(data, base_dir=path.parent)
+    try:  # what the API would refuse as JSON (deep nesting, NUL), with the policy data read in
+        refuse_unstorable(data)
+    except StrictJSONError as error:
+        raise InvalidInput(f"{path} is invalid: {error}.") from error
+    return data
 
 
 @transaction.atomic

@@ -41,7 +41,7 @@ class ReleaseCreation:
 def parse_ref(ref: str) -> tuple[str, int | None]:
     """'name@3' → ('name', 3); 'name' → ('name', None) meaning the latest version."""
     name, _, version = str(ref).partition("@")
-    if version and not version.isdigit():
+    if version and not (version.isascii() and version.isdigit()):  # isdigit() alone takes '²'; int() does not
         raise InvalidInput(f"Bad artifact reference {ref!r}: the version after '@' must be a number.")
     return name, int(version) if version else None
 

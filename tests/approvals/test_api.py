@@ -1,5 +1,7 @@
 """/api/v1/approvals: the caller's view, the detail a reviewer needs, and decisions."""
 
+import base64
+
 import pytest
 from django.contrib.auth.models import Group
 from django.db import connection
@@ -224,3 +226,12 @@ def test_an_inbox_page_holds_25_requests_and_the_next_page_the_rest(client_for, 
     assert len(second["results"]) == 2 and second["next"] is None
     seen = {row["id"] for row in first["results"] + second["results"]}
     assert len(seen) == 27
+
+
+@pytest.mark.parametrize("position", ["not", "1.5", ""])
+def test_a_forged_inbox_cursor_is_a_404_problem(client_for, reviewer, requester, position):
+    handoff(requester)
+    cursor = base64.b64encode(f"p={position}".encode()).decode()
+    response = client_for(reviewer, READ).get(f"/api/v1/approvals?status=pending&cursor={cursor}")
+    assert response.status_code == 404
+    assert response.json()["detail"] == "Invalid cursor"

@@ -535,6 +535,7 @@ def test_the_history_filters_by_status_workflow_reviewer_and_date(signed_in, rev
     assert listed("workflow=other") == set()
     assert listed(f"decided_from={today}&decided_to={today}") == {approved.pk, rejected.pk}
     assert listed(f"decided_from={today + timedelta(days=1)}") == set()
+    assert listed(f"decided_from={today}&decided_to=9999-12-31") == {approved.pk, rejected.pk}
     assert listed("decided_from=not-a-date&status=nonsense") == {approved.pk, rejected.pk}
 
 

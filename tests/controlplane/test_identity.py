@@ -69,6 +69,8 @@ def test_create_api_key_command_rejects_unknown_user_and_bad_expiry():
         call_command("create_api_key", "nobody")
     with pytest.raises(CommandError, match="positive"):
         call_command("create_api_key", "svc", "--expires-days", "0")
+    with pytest.raises(CommandError, match="at most 36500"):
+        call_command("create_api_key", "svc", "--expires-days", "1000000000")
     assert not ApiKey.objects.exists()
 
 

@@ -101,3 +101,14 @@ def test_demo_traffic_drives_the_whole_mix_through_the_api(live_server, capsys):
 def test_demo_traffic_needs_the_demo_user(db):
     with pytest.raises(CommandError, match="load_demo"):
         call_command("demo_traffic", user="nobody")
+
+
+@pytest.mark.parametrize(
+    "option",
+    [("--rate", "nan"), ("--rate", "inf"), ("--duration", "inf"), ("--rate", "0")],
+    ids=["nan-rate", "infinite-rate", "infinite-duration", "zero-rate"],
+)
+def test_demo_traffic_needs_a_positive_finite_rate_and_duration(db, option):
+    with pytest.raises(CommandError, match="positive, finite"):
+        call_command("demo_traffic", *option)
+    assert not ApiKey.objects.filter(name="demo traffic").exists()

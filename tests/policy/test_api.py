@@ -5,10 +5,12 @@ import pytest
 from django.db import connection
 from django.test.utils import CaptureQueriesContext
 
+from controlplane.identity import actor_for
 from policy.bundles import PolicyBundle, shipped_default_bundle
 from policy.impact import impact_analysis
 from policy.models import PolicyDecision
 from policy.services import decision_input, policy_decide
+from registry.services.artifacts import artifact_publish
 
 from .bundles import bundle
 from .test_engine import RUN
@@ -122,6 +124,24 @@ def test_dry_run_with_an_inline_candidate_bundle(client_for, platform_user):
     unknown_point = post(client, "/api/v1/policy/evaluate", {"decision_point": "nope", "input": {}})
     assert unknown_point.status_code == 422
     assert not PolicyDecision.objects.exists()
+
+
+def test_a_bundle_version_of_other_digits_than_ascii_is_unknown(client_for, platform_user):
+    client = client_for(platform_user, scopes=READ)
+    artifact_publish(
+        kind="policy_bundle",
+        name="default",
+        content=shipped_default_bundle().content,
+        author=platform_user,
+        actor=actor_for(platform_user),
+    )
+    for path, body in (
+        ("/api/v1/policy/evaluate", {"decision_point": "run.start", "input": {}, "bundle": "default@²"}),
+        ("/api/v1/policy/impact", {"bundle": "default@²"}),
+    ):
+        response = post(client, path, body)
+        assert response.status_code == 422, path
+        assert response.json()["detail"] == "No published policy bundle 'default@²'."
 
 
 def test_impact_over_the_api(client_for, platform_user):

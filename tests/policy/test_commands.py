@@ -26,6 +26,12 @@ def test_policy_test_fails_on_a_failing_test(tmp_path, capsys):
 
 
 @pytest.mark.django_db
+def test_policy_test_refuses_a_version_of_other_digits_than_ascii():
+    with pytest.raises(CommandError, match="neither a folder nor a published policy bundle"):
+        call_command("policy_test", "default@²")
+
+
+@pytest.mark.django_db
 def test_publishing_a_bundle_whose_tests_fail_is_refused(platform_user):
     content = shipped_default_bundle().content
     actor = Actor("platform", roles=frozenset({"platform"}))

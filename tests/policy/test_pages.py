@@ -67,6 +67,10 @@ def test_impact_page_shows_the_decisions_a_published_candidate_changes(signed_in
     assert "1</strong> of 2 decisions would change" in html
     assert "approval removed" in html
     assert client.get("/policy/impact/?bundle=default@9").status_code == 422
+    # '²' passes str.isdigit() but is no version number: an unknown bundle, not a server error.
+    superscript = client.get("/policy/impact/?bundle=default@²")
+    assert superscript.status_code == 422
+    assert "No published policy bundle &#x27;default@²&#x27;." in superscript.content.decode()
 
 
 def test_navigation_shows_policy_to_operators_only(signed_in, auditor, reviewer, client):

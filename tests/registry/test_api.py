@@ -117,6 +117,7 @@ def test_agent_lifecycle_over_the_api(demo_registry, platform_user, client_for):
     [
         ("/api/v1/agents", {**NEW_AGENT, "colour": "blue"}, 422, "colour"),
         ("/api/v1/agents", {**NEW_AGENT, "slug": "Not A Slug"}, 422, "slug"),
+        ("/api/v1/agents", {**NEW_AGENT, "slo_p95_latency_ms": 2**31}, 422, "slo_p95_latency_ms"),
         (
             "/api/v1/agents",
             {**NEW_AGENT, "allowed_tools": [{"tool": "kb_search", "scope": "root"}]},
@@ -136,6 +137,22 @@ def test_agent_lifecycle_over_the_api(demo_registry, platform_user, client_for):
             "invalid YAML",
         ),
         (
+            "/api/v1/artifacts/workflow",
+            {"name": "support_case_resolution", "content": "[" * 20_000},
+            422,
+            "nested too deeply",
+        ),
+        (
+            "/api/v1/artifacts/workflow",
+            {
+                "name": "support_case_resolution",
+                "content": "workflow: support_case_resolution\nversion: '1'\nsteps:\n- name: ask\n"
+                "  human_if: ['true']\n  output_schema: " + "{items: " * 150 + "{}" + "}" * 150,
+            },
+            422,
+            "nested too deeply",
+        ),
+        (
             "/api/v1/artifacts/policy_bundle",
             {"name": "big", "content": {"modules": {"a.rego": "#" * 300_000}}},
             422,
@@ -149,18 +166,28 @@ def test_agent_lifecycle_over_the_api(demo_registry, platform_user, client_for):
             422,
             "version",
         ),
+        (
+            "/api/v1/releases",
+            {"workflow": "support_case_resolution@²", "policy_bundle": "default"},
+            422,
+            "the version after '@' must be a number",
+        ),
         ("/api/v1/agents", "{not json", 400, "Malformed JSON"),
     ],
     ids=[
         "unknown-field",
         "bad-slug",
+        "slo-over-the-column",
         "bad-scope",
         "prompt-schema-not-a-schema",
         "invalid-yaml",
+        "yaml-deeper-than-the-parser-goes",
+        "yaml-deeper-than-the-limit",
         "oversized-rego",
         "unknown-kind",
         "unknown-workflow",
         "bad-version",
+        "superscript-version",
         "malformed-json",
     ],
 )

@@ -160,6 +160,12 @@ def test_form_errors_show_next_to_the_fields(signed_in, platform_user, release):
     assert unknown_tool.status_code == 422
     assert "Unknown tool(s): crm.delete_everything" in unknown_tool.content.decode()
 
+    too_slow = client.post(
+        "/registry/new-agent/", {**AGENT_FORM, "slo_p95_latency_ms": "99999999999999999999"}
+    )
+    assert too_slow.status_code == 422
+    assert "less than or equal to 2147483647" in too_slow.content.decode()
+
     taken = client.post("/registry/new-agent/", {**AGENT_FORM, "slug": "case_manager"})
     assert taken.status_code == 409 and "already exists" in taken.content.decode()
     assert not Agent.objects.filter(slug__in=["refund_bot", "Bad Slug"]).exists()

@@ -3,6 +3,8 @@ from decimal import Decimal
 
 import pytest
 import yaml
+from django.core.management import call_command
+from django.core.management.base import CommandError
 from django.db import DatabaseError, transaction
 
 from controlplane.audit import verify_chain
@@ -10,11 +12,11 @@ from controlplane.canonical import digest
 from controlplane.errors import Conflict, Forbidden, InvalidInput
 from controlplane.identity import Actor, api_key_authenticate
 from controlplane.models import AuditEvent
-from registry.models import Agent, Artifact, Channel, Release
+from registry.models import Agent, Artifact, Channel, Release, Team
 from registry.services import agents as agent_services
 from registry.services import releases as release_services
 from registry.services.artifacts import artifact_publish
-from registry.services.bundles import bundle_apply, bundle_export
+from registry.services.bundles import bundle_apply, bundle_export, load_bundle_file
 from tests.factories import UserFactory
 
 pytestmark = pytest.mark.django_db
@@ -122,6 +124,17 @@ def test_invalid_artifact_content_is_refused_with_its_path(platform_user, kind, 
         publish(kind, "thing", content, platform_user)
     assert path in [problem["path"] for problem in refused.value.errors["problems"]]
     assert not Artifact.objects.exists()
+
+
+def test_a_schema_nested_too_deeply_is_a_problem_not_a_crash(platform_user):
+    schema = {}
+    for _ in range(400):
+        schema = {"items": schema}
+    with pytest.raises(InvalidInput) as refused:
+        publish("prompt", "deep", {"template": "x", "variables_schema": schema}, platform_user)
+    assert refused.value.errors["problems"] == [
+        {"path": "$.variables_schema", "message": "not a valid JSON Schema: nested too deeply"}
+    ]
 
 
 def test_invalid_names_and_kinds_are_refused(platform_user):
@@ -389,6 +402,53 @@ def test_release_apply_is_idempotent(demo_registry, platform_user, support_bundl
         Agent.objects.count(),
         AuditEvent.objects.count(),
     ) == counts
+
+
+@pytest.mark.parametrize(
+    ("text", "problem"),
+    [
+        (yaml.safe_dump({"teams": [{"name": "x"}]}), "$.teams[0]: 'slug' is a required property"),
+        (
+            yaml.safe_dump({"releases": [{"policy_bundle": "default"}]}),
+            "$.releases[0]: 'workflow' is a required",
+        ),
+        (yaml.safe_dump({"artifacts": [1]}), "$.artifacts: [1] is not of type 'object'"),
+        (
+            yaml.safe_dump(
+                {"agents": [{"slug": "a", "display_name": "A", "slo": {"p95_latency_ms": 10**20}}]}
+            ),
+            "$.agents[0].slo.p95_latency_ms: 100000000000000000000 is greater than the maximum of 2147483647",
+        ),
+        ("teams: " + "[" * 20_000, "bundle.yaml: nested too deeply"),
+        (
+            yaml.safe_dump(
+                {"artifacts": {"prompt": {"p": {"template": "x", "variables_schema": {}}}}}
+            ).replace("{}", "{items: " * 150 + "{}" + "}" * 150),
+            "bundle.yaml is invalid: nested too deeply",
+        ),
+    ],
+    ids=[
+        "team-without-slug",
+        "release-without-workflow",
+        "artifacts-not-a-mapping",
+        "slo-too-large",
+        "deep-yaml",
+        "deep-schema",
+    ],
+)
+def test_release_apply_explains_a_bundle_of_the_wrong_shape(platform_user, tmp_path, text, problem):
+    bundle = tmp_path / "bundle.yaml"
+    bundle.write_text(text)
+    with pytest.raises(CommandError) as refused:
+        call_command("release_apply", str(bundle), "--as", platform_user.username)
+    assert problem in str(refused.value)
+    assert not (Team.objects.exists() or Agent.objects.exists() or Artifact.objects.exists())
+
+
+def test_an_exported_bundle_has_the_shape_of_a_bundle_file(demo_registry, tmp_path):
+    bundle = tmp_path / "exported.yaml"
+    bundle.write_text(yaml.safe_dump(bundle_export(Release.objects.get())))
+    assert load_bundle_file(bundle)["releases"][0]["workflow"] == "support_case_resolution"
 
 
 def test_export_then_apply_recreates_the_same_release_content(demo_registry, platform_user):

@@ -412,6 +412,12 @@ def test_retry_is_offered_only_for_failed_runs(signed_in, platform_user):
         ('{"text": "unterminated', "This is not valid JSON"),
         ('["a", "list"]', "must be a JSON object"),
         ('{"amount": NaN}', "NaN is not a JSON value"),
+        ('{"amount": 1e400}', "number 1e400 is too large to store"),
+        ('{"amount": 9007199254740993}', "outside the interoperable range"),
+        ('{"text": "\\ud800"}', "lone surrogate"),
+        ('{"\\udfff": 1}', "lone surrogate"),
+        ('{"text": "\\u0000"}', "NUL character"),
+        ('{"amount": 1, "amount": 2}', "duplicate key"),
         ("[" * 100_000, "nested too deeply"),
     ],
 )

@@ -1,3 +1,4 @@
+import base64
 import json
 
 import pytest
@@ -6,6 +7,7 @@ from django.test.utils import CaptureQueriesContext
 
 from controlplane.audit import verify_chain
 from controlplane.models import AuditEvent
+from controlplane.strict_json import MAX_DEPTH
 from runs.models import Run
 from tests.factories import RunFactory
 
@@ -100,6 +102,18 @@ def test_without_a_key_each_submission_is_a_new_run(requester, client_for):
         (b'{"workflow": "builtin.intake\x00", "case_id": "C", "input": {}}', 400, "NUL"),
         (b'{"workflow": "builtin.intake", "case_id": "C", "input": {"n": NaN}}', 400, "NaN"),
         (b'{"workflow": "builtin.intake", "case_id": "C", "input": {"n": 9007199254740993}}', 400, "range"),
+        (b'{"workflow": "builtin.intake", "case_id": "C", "input": {"n": 1e400}}', 400, "too large"),
+        (b'{"workflow": "builtin.intake", "case_id": "C", "input": {"n": -1E+400}}', 400, "too large"),
+        (b'{"workflow": "builtin.intake", "case_id": "C", "input": {"t": "\\ud800"}}', 400, "lone surrogate"),
+        (b'{"workflow": "builtin.intake", "case_id": "C", "input": {"\\udfff": 1}}', 400, "lone surrogate"),
+        (
+            b'{"workflow": "builtin.intake", "case_id": "C", "input": {"t": '
+            + b"[" * 600
+            + b"]" * 600
+            + b"}}",
+            400,
+            "nested too deeply",
+        ),
         (b"\xff\xfe", 400, "UTF-8"),
         (b"[1, 2]", 422, "dictionary"),
         (json.dumps({**TASK, "priority": "high"}).encode(), 422, "priority"),
@@ -114,6 +128,11 @@ def test_without_a_key_each_submission_is_a_new_run(requester, client_for):
         "raw-nul",
         "nan",
         "huge-int",
+        "infinite-float",
+        "negative-infinite-float",
+        "lone-surrogate",
+        "lone-surrogate-key",
+        "deep-nesting",
         "bad-utf8",
         "array",
         "unknown-field",
@@ -131,6 +150,20 @@ def test_bad_input_gets_a_problem_and_writes_nothing(requester, client_for, body
     assert needle in json.dumps(problem)
     assert not Run.objects.exists()
     assert not AuditEvent.objects.filter(action="run.created").exists()
+
+
+def nested_input(depth: int) -> dict:
+    """A task whose body nests `depth` levels: the body, its input, then lists."""
+    return {**TASK, "input": {"t": json.loads("[" * (depth - 2) + "]" * (depth - 2))}}
+
+
+def test_nesting_is_accepted_up_to_the_limit(requester, client_for):
+    client = client_for(requester)
+    assert post_task(client, body=nested_input(MAX_DEPTH)).status_code == 201
+    refused = post_task(client, body=nested_input(MAX_DEPTH + 1))
+    assert refused.status_code == 400
+    assert refused.json()["detail"] == f"Malformed JSON: nested too deeply (more than {MAX_DEPTH} levels)."
+    assert Run.objects.count() == 1
 
 
 def test_oversized_body_is_413(requester, client_for, settings):
@@ -157,6 +190,29 @@ def test_unknown_run_is_a_404_problem(requester, client_for):
     assert response.status_code == 404
     assert response.json()["type"] == "urn:baton:problem:not-found"
     assert client_for(requester).get("/api/v1/nothing-here").json()["status"] == 404
+
+
+@pytest.mark.parametrize("position", ["not-a-date", "2026-02-30 00:00:00+00:00", "9999-12-31 23:59:59-01:00"])
+def test_a_forged_page_cursor_is_a_404_problem(platform_user, client_for, position):
+    RunFactory()
+    cursor = base64.b64encode(f"p={position}".encode()).decode()
+    response = client_for(platform_user, scopes=["runs:read"]).get(f"/api/v1/runs?cursor={cursor}")
+    assert response.status_code == 404
+    assert response.json() == {
+        "type": "urn:baton:problem:not-found",
+        "title": "Not found",
+        "status": 404,
+        "detail": "Invalid cursor",
+    }
+
+
+def test_pages_follow_one_another_by_their_cursors(platform_user, client_for):
+    made = {str(run.pk) for run in RunFactory.create_batch(3)}
+    client = client_for(platform_user, scopes=["runs:read"])
+    first = client.get("/api/v1/runs?page_size=2").json()
+    second = client.get(first["next"]).json()
+    assert second["next"] is None
+    assert {run["id"] for run in first["results"] + second["results"]} == made
 
 
 def test_runs_are_visible_to_their_requester_and_to_operators(requester, outsider, auditor, client_for):

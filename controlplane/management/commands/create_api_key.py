@@ -5,6 +5,9 @@ from django.core.management.base import BaseCommand, CommandError
 
 from controlplane.identity import DEFAULT_KEY_SCOPES, SCOPES, Actor, api_key_issue
 
+# A hundred years: far beyond any rotation policy, and far below the year 9999 a date cannot pass.
+MAX_EXPIRES_DAYS = 36_500
+
 
 class Command(BaseCommand):
     help = "Issue an API key for a user and print it once (only its hash is stored)."
@@ -25,8 +28,10 @@ class Command(BaseCommand):
         user = get_user_model().objects.filter(username=username, is_active=True).first()
         if user is None:
             raise CommandError(f"No active user named {username!r}.")
-        if expires_days is not None and expires_days <= 0:
-            raise CommandError("--expires-days must be a positive number of days.")
+        if expires_days is not None and not 1 <= expires_days <= MAX_EXPIRES_DAYS:
+            raise CommandError(
+                f"--expires-days must be a positive number of days, at most {MAX_EXPIRES_DAYS}."
+            )
         issued = api_key_issue(
             user=user,
             name=name,

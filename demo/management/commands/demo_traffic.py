@@ -1,5 +1,6 @@
 """`manage.py demo_traffic --rate N --duration S`: realistic cases through the REST API."""
 
+import math
 import secrets
 import sys
 from datetime import timedelta
@@ -28,8 +29,8 @@ class Command(BaseCommand):
     def handle(self, *args, **options):
         if settings.PRODUCTION:
             raise CommandError("Demo traffic is not sent when BATON_ENV=production.")
-        if options["rate"] <= 0 or options["duration"] <= 0:
-            raise CommandError("--rate and --duration must be positive.")
+        if not all(math.isfinite(options[name]) and options[name] > 0 for name in ("rate", "duration")):
+            raise CommandError("--rate and --duration must be positive, finite numbers.")
         user = get_user_model().objects.filter(username=options["user"]).first()
         if user is None:
             raise CommandError(f"No user {options['user']!r}: run `manage.py load_demo` first.")
