@@ -7,8 +7,8 @@ from controlplane.errors import Forbidden, InvalidInput
 from controlplane.identity import actor_for
 from controlplane.models import AuditEvent
 from policy.models import PolicyDecision
-from runs import services
 from registry.models import Channel
+from runs import services
 from runs.models import Effect, PendingAction, Run
 from sandbox.models import SupportCase
 
