@@ -77,7 +77,10 @@ def test_a_stale_form_without_javascript_gets_a_whole_page_back_to_where_it_was(
     elsewhere = stale_page.post("/logout/", HTTP_REFERER="https://elsewhere.example/phish").content.decode()
     assert 'href="/"' in elsewhere and "elsewhere.example" not in elsewhere
 
-    for path_to_elsewhere in ("http://testserver//elsewhere.example/x", "http://testserver/\\elsewhere.example/x"):
+    for path_to_elsewhere in (
+        "http://testserver//elsewhere.example/x",
+        "http://testserver/\\elsewhere.example/x",
+    ):
         page = stale_page.post("/logout/", HTTP_REFERER=path_to_elsewhere).content.decode()
         assert 'href="/"' in page and "elsewhere.example" not in page
 
