@@ -19,9 +19,13 @@ from django.conf import settings
 from django.contrib.auth import get_user_model
 from django.core.mail import send_mail
 from django.db import transaction
+from django.db.models import Value
+from django.db.models.functions import Coalesce
 from django.utils.module_loading import import_string
 
 from runs.models import PendingAction
+
+from .models import ReviewerClearance
 
 EVENTS = ("created", "advanced", "escalated", "decided", "expired")
 SIGNATURE_HEADER = "X-Baton-Signature"
@@ -76,7 +80,14 @@ class EmailNotifier:
         if notice.event in ("decided", "expired"):
             users = users.filter(username=notice.requested_by)
         else:
-            users = users.filter(groups__name=notice.approver_group).exclude(username=notice.requested_by)
+            # Those who may decide it: the group's members cleared for its data (as the inbox shows it).
+            rank = PendingAction.SENSITIVITY_RANKS[notice.sensitivity]
+            users = (
+                users.filter(groups__name=notice.approver_group)
+                .exclude(username=notice.requested_by)
+                .annotate(cleared_for=Coalesce("clearance__level", Value(ReviewerClearance.DEFAULT)))
+                .filter(cleared_for__gte=rank)
+            )
         return sorted(set(users.values_list("email", flat=True)))
 
     @staticmethod

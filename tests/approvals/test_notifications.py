@@ -10,10 +10,13 @@ from django.core import mail
 from django.db.models.functions import Now
 
 from approvals import services
+from approvals.models import ReviewerClearance
 from approvals.notifiers import SIGNATURE_HEADER, WebhookNotifier, notice_for
 from controlplane.celery import app as celery_app
 from controlplane.errors import Forbidden
+from controlplane.identity import REVIEWER
 from runs.models import PendingAction
+from tests.factories import UserFactory
 
 from .webhook_server import WebhookReceiver
 
@@ -50,6 +53,9 @@ def test_created_and_decided_are_sent_once_the_change_commits(
     reviewer.email, requester.email = "reviewer@example.org", "requester@example.org"
     reviewer.save()
     requester.save()
+    # In the group but not cleared for the request's (internal) data: not told of it.
+    uncleared = UserFactory(username="uncleared", roles=[REVIEWER], email="uncleared@example.org")
+    ReviewerClearance.objects.create(user=uncleared, level=ReviewerClearance.Level.PUBLIC)
     with django_capture_on_commit_callbacks(execute=True):
         pending = parked()
     assert events(notifiers) == ["approval.created"]
