@@ -25,6 +25,13 @@ def test_policy_test_fails_on_a_failing_test(tmp_path, capsys):
     assert "FAIL a.test_truth" in out and "PASS a.test_ok" in out and "1/2 passed" in out
 
 
+def test_policy_test_explains_a_folder_whose_data_is_not_json(tmp_path):
+    (tmp_path / "a.rego").write_text("package a\n\nimport rego.v1\n\ntest_ok if true\n")
+    (tmp_path / "data.json").write_text('{"threshold": 500,}')
+    with pytest.raises(CommandError, match=r"data.json is not valid JSON: .*line 1"):
+        call_command("policy_test", str(tmp_path))
+
+
 @pytest.mark.django_db
 def test_policy_test_refuses_a_version_of_other_digits_than_ascii():
     with pytest.raises(CommandError, match="neither a folder nor a published policy bundle"):

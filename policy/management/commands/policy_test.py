@@ -1,3 +1,4 @@
+import json
 from pathlib import Path
 
 from django.core.management.base import BaseCommand, CommandError
@@ -19,7 +20,10 @@ class Command(BaseCommand):
 
     def handle(self, *args, bundle: str, **options):
         path = Path(bundle)
-        policy_bundle = bundle_from_dir(path) if path.is_dir() else bundle_by_ref(bundle)
+        try:
+            policy_bundle = bundle_from_dir(path) if path.is_dir() else bundle_by_ref(bundle)
+        except json.JSONDecodeError as error:
+            raise CommandError(f"{path / 'data.json'} is not valid JSON: {error}") from error
         if policy_bundle is None:
             raise CommandError(f"{bundle!r} is neither a folder nor a published policy bundle.")
         results = run_bundle_tests(policy_bundle.modules, policy_bundle.data)
