@@ -1,6 +1,7 @@
 """Policy bundles as the engines see them: modules, data, and the digest that names them."""
 
 import json
+import re
 from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
@@ -11,6 +12,19 @@ from controlplane.canonical import digest
 from registry.models import Artifact
 
 SHIPPED_DEFAULT = Path(__file__).resolve().parent / "bundles" / "default"
+# Built-ins that reach outside the decision (the network, the engine's environment): a policy
+# decides on its input and data alone, and a draft bundle evaluated on OPA must not make the
+# OPA server send requests. Rego calls a built-in by its name only, so the name is enough.
+_REACHING_OUTSIDE = re.compile(r"\b(http\.send|net\.lookup_ip_addr|opa\.runtime)\b")
+
+
+def outside_reaching_calls(bundle: "PolicyBundle") -> list[str]:
+    """`module: built-in` for each built-in in the bundle that reaches outside the decision."""
+    return [
+        f"{name}: {found}"
+        for name, source in sorted(bundle.modules.items())
+        for found in sorted(set(_REACHING_OUTSIDE.findall(source)))
+    ]
 
 
 @dataclass(frozen=True)

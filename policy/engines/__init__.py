@@ -10,11 +10,20 @@ from typing import Any, Protocol
 
 from django.conf import settings
 
-from ..bundles import PolicyBundle
+from ..bundles import PolicyBundle, outside_reaching_calls
 
 
 class EngineError(Exception):
     """The engine could not give an answer (compile error, crash, unreachable server)."""
+
+
+def refuse_outside_reaching_calls(bundle: PolicyBundle) -> None:
+    """Raise EngineError (a deny wherever it is met) for a bundle calling out of the decision."""
+    calls = outside_reaching_calls(bundle)
+    if calls:
+        raise EngineError(
+            f"bundle {bundle.name} calls built-ins that reach outside the decision: {', '.join(calls)}"
+        )
 
 
 class _Undefined:

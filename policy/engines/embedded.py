@@ -30,7 +30,7 @@ from regopy.rego_shared import rego_bundle_query_entrypoint, rego_output_string,
 
 from ..bundles import PolicyBundle
 from ..decision_points import POINTS
-from . import UNDEFINED, EngineError
+from . import UNDEFINED, EngineError, refuse_outside_reaching_calls
 
 ENTRYPOINTS = [point.entrypoint for point in POINTS.values()]
 _CACHE_SIZE = 16
@@ -96,6 +96,7 @@ class EmbeddedEngine:
         if bundle.digest in cache:
             cache.move_to_end(bundle.digest)
             return cache[bundle.digest]
+        refuse_outside_reaching_calls(bundle)
         # Test modules are for `policy_test`; leaving them out halves the decision time.
         modules = {name: source for name, source in bundle.modules.items() if not name.endswith("_test.rego")}
         _build(bundle, modules, ENTRYPOINTS)

@@ -15,7 +15,7 @@ from urllib.parse import urlsplit
 from opa_client import OpaClient
 
 from ..bundles import PolicyBundle
-from . import UNDEFINED, EngineError
+from . import UNDEFINED, EngineError, refuse_outside_reaching_calls
 
 _TOKEN = re.compile(r'#[^\n]*|"(?:\\.|[^"\\])*"|`[^`]*`|\bdata\.|\bpackage\s+')
 
@@ -94,6 +94,7 @@ class OpaServerEngine:
         with self._lock:
             if bundle.digest in self._loaded:
                 return
+            refuse_outside_reaching_calls(bundle)
             packages = set()
             for name, source in sorted(bundle.modules.items()):
                 rewritten = rewrite_module(source, prefix)

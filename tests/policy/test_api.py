@@ -126,6 +126,23 @@ def test_dry_run_with_an_inline_candidate_bundle(client_for, platform_user):
     assert not PolicyDecision.objects.exists()
 
 
+def test_a_candidate_bundle_that_calls_out_of_the_decision_is_refused(client_for, platform_user):
+    # Evaluated on an OPA server, http.send would have that server send requests for the caller.
+    candidate = with_threshold(50).content
+    candidate["modules"]["probe.rego"] = (
+        "package probe\n\nimport rego.v1\n\n"
+        'reply := http.send({"method": "GET", "url": "http://10.0.0.1/"})\n'
+        "env := opa.runtime().env\n"
+    )
+    response = post(
+        client_for(platform_user, scopes=READ),
+        "/api/v1/policy/evaluate",
+        {"decision_point": "tool.call", "input": tool_call(60), "bundle": candidate},
+    )
+    assert response.status_code == 422
+    assert "probe.rego: http.send, probe.rego: opa.runtime" in response.json()["detail"]
+
+
 def test_a_bundle_version_of_other_digits_than_ascii_is_unknown(client_for, platform_user):
     client = client_for(platform_user, scopes=READ)
     artifact_publish(

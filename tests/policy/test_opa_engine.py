@@ -2,7 +2,7 @@
 
 import pytest
 
-from policy.bundles import shipped_default_bundle
+from policy.bundles import PolicyBundle, shipped_default_bundle
 from policy.engines.embedded import EmbeddedEngine
 from policy.engines.opa import OpaServerEngine, data_writes, rewrite_module
 from policy.services import decision_input, policy_evaluate
@@ -135,6 +135,25 @@ def test_a_bundle_is_pushed_once_per_digest_under_its_own_namespace(opa):
         for path in puts
     )
     assert len([m for m, _ in opa.requests if m == "POST"]) == 3
+
+
+def test_a_bundle_calling_out_of_the_decision_is_never_pushed_and_denies(opa):
+    bundle = shipped_default_bundle()
+    calling_out = PolicyBundle.from_content(
+        "calling-out",
+        {
+            "modules": {
+                **bundle.modules,
+                "probe.rego": 'package probe\n\nx := http.send({"url": "http://10.0.0.1/"})\n',
+            },
+            "data": bundle.data,
+        },
+    )
+    decision = policy_evaluate(
+        *DOCUMENTS[0], bundle=calling_out, engine=OpaServerEngine(opa.url, timeout_s=5)
+    )
+    assert (decision.allow, decision.failure) == (False, "policy_unavailable")
+    assert opa.requests == []
 
 
 @pytest.mark.parametrize("failure", ["fail", "slow", "down"])
