@@ -29,6 +29,8 @@ class ReplayBatch(models.Model):
     error = models.TextField(blank=True, default="")
     requested_by = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.PROTECT, related_name="+")
     created_at = models.DateTimeField(db_default=Now())
+    enqueued_at = models.DateTimeField(db_default=Now(), help_text="When it was last sent to the workers.")
+    started_at = models.DateTimeField(null=True, blank=True, help_text="When a worker claimed it.")
     finished_at = models.DateTimeField(null=True, blank=True)
 
     class Meta:
@@ -85,6 +87,8 @@ class Replay(models.Model):
         help_text="Empty for a shadow replay, which the control plane starts itself.",
     )
     created_at = models.DateTimeField(db_default=Now())
+    enqueued_at = models.DateTimeField(db_default=Now(), help_text="When it was last sent to the workers.")
+    started_at = models.DateTimeField(null=True, blank=True, help_text="When a worker claimed it.")
     finished_at = models.DateTimeField(null=True, blank=True)
 
     class Meta:
@@ -92,6 +96,12 @@ class Replay(models.Model):
         indexes = [
             models.Index(fields=["-created_at", "-id"], name="replay_created_idx"),
             models.Index(fields=["run", "-created_at"], name="replay_run_idx"),
+            # The sweeper's scans read only the few unfinished replays, however long the history.
+            models.Index(
+                fields=["status"],
+                condition=models.Q(status__in=["queued", "running"]),
+                name="replay_unfinished_idx",
+            ),
         ]
         constraints = [
             # Overlapping beat ticks both find a run without its shadow replay: one of them makes it.

@@ -3,7 +3,8 @@
 A deterministic replay runs a finished run again on its own release from what it recorded; a
 what-if replay runs it on another release of the same workflow in shadow mode; a batch replays
 a release against the last N finished runs of its workflow and attaches the summary to the
-release as evaluation evidence (suite `replay`) for its promotion gate.
+release as evaluation evidence (suite `replay`) for its promotion gate. A sweeper sends again
+what was queued but never delivered, and fails what a stopped worker left running.
 """
 
 import logging
@@ -13,9 +14,11 @@ from typing import Any
 from django.conf import settings
 from django.contrib.auth.models import AbstractBaseUser
 from django.db import IntegrityError, transaction
+from django.db.models import Exists, OuterRef, Q
 from django.db.models.functions import Now
 
 from controlplane.audit import record
+from controlplane.dbtime import database_now_plus
 from controlplane.errors import Conflict, Forbidden, InvalidInput
 from controlplane.identity import ADMIN, AUDITOR, PLATFORM, actor_for, has_role
 from controlplane.models import ApiKey
@@ -32,6 +35,10 @@ logger = logging.getLogger(__name__)
 REASON_MAX = 2000
 SCOPE = "runs:operate"
 SHADOW_ACTOR = "system:shadow"
+SWEEPER_ACTOR = "system:sweeper"
+# Sending a replay again is harmless (only one delivery can claim it), so a message is taken
+# for lost early; one merely waiting behind a long queue is sent again at most this often.
+REQUEUE_AFTER_SECONDS = 600
 # Still moving: their recording is not final, so a replay would compare against half a run.
 NOT_REPLAYABLE = (Run.Status.QUEUED, Run.Status.RUNNING, Run.Status.COMPENSATING)
 
@@ -113,7 +120,7 @@ def replay_execute(*, replay_id: int) -> Replay:
     """Carry out a replay (in a worker) and record what it found; nothing else is written."""
     # Claimed by one conditional update: of two deliveries of the task, only one replays.
     claimed = Replay.objects.filter(pk=replay_id, status=Replay.Status.QUEUED).update(
-        status=Replay.Status.RUNNING
+        status=Replay.Status.RUNNING, started_at=Now()
     )
     replay = Replay.objects.select_related("run", "requested_by").get(pk=replay_id)
     if not claimed:
@@ -122,14 +129,16 @@ def replay_execute(*, replay_id: int) -> Replay:
         report = replay_report(replay.run, replay.release_id, ask_models=replay.mode == Replay.Mode.WHAT_IF)
     except Exception as error:
         logger.exception("replay %s of run %s failed", replay.pk, replay.run_id)
-        return _finish(replay, status=Replay.Status.FAILED, error=f"{type(error).__name__}: {error}"[:500])
-    return _finish(
+        _finish(replay, status=Replay.Status.FAILED, error=f"{type(error).__name__}: {error}"[:500])
+        return replay
+    _finish(
         replay,
         status=Replay.Status.DONE,
         outcome=report["outcome"],
         first_difference=report["first_difference"],
         report=report,
     )
+    return replay
 
 
 def replay_report(run: Run, release_id: str, *, ask_models: bool) -> dict:
@@ -146,15 +155,20 @@ def replay_report(run: Run, release_id: str, *, ask_models: bool) -> dict:
 
 
 @transaction.atomic
-def _finish(replay: Replay, *, status: str, **fields: Any) -> Replay:
+def _finish(replay: Replay, *, status: str, actor: Any | None = None, **fields: Any) -> bool:
+    """End a running replay, by default in the name of whoever asked for it. False when it has
+    ended already: the sweeper failed it, taking its worker for stopped, and this is the late
+    result of a worker that was only slow."""
+    if not Replay.objects.filter(pk=replay.pk, status=Replay.Status.RUNNING).update(status=status):
+        replay.refresh_from_db()
+        return False
     for name, value in {"status": status, **fields}.items():
         setattr(replay, name, value)
     replay.finished_at = Now()
     replay.save()
-    actor = SHADOW_ACTOR if replay.shadow else _actor_of(replay.requested_by)
     report = fields.get("report", {})
     record(
-        actor,
+        actor or _actor_of(replay.requested_by),
         "run.replayed" if status == Replay.Status.DONE else "run.replay_failed",
         replay.run,
         {
@@ -172,7 +186,7 @@ def _finish(replay: Replay, *, status: str, **fields: Any) -> Replay:
         release_id=replay.release_id,
     )
     replay.refresh_from_db(fields=["finished_at"])
-    return replay
+    return True
 
 
 def replay_batch_request(
@@ -210,7 +224,7 @@ def replay_batch_execute(*, batch_id: int) -> ReplayBatch:
     """Replay the batch's runs one after another, keeping its progress current, then attach
     the summary to the release as the `replay` evaluation."""
     claimed = ReplayBatch.objects.filter(pk=batch_id, status=ReplayBatch.Status.QUEUED).update(
-        status=ReplayBatch.Status.RUNNING
+        status=ReplayBatch.Status.RUNNING, started_at=Now()
     )
     batch = ReplayBatch.objects.select_related("release", "requested_by").get(pk=batch_id)
     if not claimed:
@@ -234,7 +248,10 @@ def replay_batch_execute(*, batch_id: int) -> ReplayBatch:
         )
         reports.append(replay_execute(replay_id=replay.pk).report)
         batch.done = done
-        batch.save(update_fields=["done"])  # the batch page polls it
+        # The batch page polls it. A batch the sweeper failed meanwhile stops: its worker was slow.
+        if not ReplayBatch.objects.filter(pk=batch.pk, status=ReplayBatch.Status.RUNNING).update(done=done):
+            batch.refresh_from_db()
+            return batch
     return _finish_batch(batch, batch_summary(reports))
 
 
@@ -262,6 +279,12 @@ def batch_summary(reports: list[dict]) -> dict:
 
 @transaction.atomic
 def _finish_batch(batch: ReplayBatch, summary: dict) -> ReplayBatch:
+    # Conditional, as for a replay: a batch the sweeper failed meanwhile keeps its failure.
+    if not ReplayBatch.objects.filter(pk=batch.pk, status=ReplayBatch.Status.RUNNING).update(
+        status=ReplayBatch.Status.DONE
+    ):
+        batch.refresh_from_db()
+        return batch
     user = batch.requested_by
     actor = _actor_of(user)
     batch.summary, batch.status, batch.finished_at = summary, ReplayBatch.Status.DONE, Now()
@@ -283,9 +306,91 @@ def _finish_batch(batch: ReplayBatch, summary: dict) -> ReplayBatch:
 
 
 def replay_batch_failed(batch_id: int, error: Exception) -> None:
-    ReplayBatch.objects.filter(pk=batch_id).update(
-        status=ReplayBatch.Status.FAILED, error=f"{type(error).__name__}: {error}"[:500], finished_at=Now()
+    """The batch's worker raised `error`."""
+    _fail_batch(
+        batch_id, Q(status=ReplayBatch.Status.RUNNING), error=f"{type(error).__name__}: {error}"[:500]
     )
+
+
+def replays_sweep_stalled(*, limit: int = 500) -> int:
+    """Send again the replays and batches still queued long after they were sent (their message
+    was lost), and fail those running with no sign of their worker for REPLAY_STALE_SECONDS (it
+    stopped); how many it acted on. Each is a conditional update: overlapping sweeps act once."""
+    # Replays and batches share these fields and statuses.
+    lost = Q(status=Replay.Status.QUEUED, enqueued_at__lt=database_now_plus(-REQUEUE_AFTER_SECONDS))
+    stale_start = database_now_plus(-settings.REPLAY_STALE_SECONDS)
+    stalled = Q(status=Replay.Status.RUNNING, started_at__lt=stale_start)
+    # A batch shows its worker alive by starting its replays one after another, however long it runs.
+    stalled_batch = stalled & ~Q(
+        Exists(Replay.objects.filter(batch=OuterRef("pk"), started_at__gte=stale_start))
+    )
+    stopped = (
+        f"The worker stopped while it was running (no sign of it for {settings.REPLAY_STALE_SECONDS} s)."
+    )
+    acted = 0
+    for replay_id in Replay.objects.filter(lost).values_list("pk", flat=True)[:limit]:
+        acted += _replay_requeue(replay_id, lost)
+    for batch_id in ReplayBatch.objects.filter(lost).values_list("pk", flat=True)[:limit]:
+        acted += _batch_requeue(batch_id, lost)
+    for replay in Replay.objects.filter(stalled).select_related("run", "requested_by")[:limit]:
+        acted += _finish(replay, status=Replay.Status.FAILED, actor=SWEEPER_ACTOR, error=stopped)
+    for batch_id in ReplayBatch.objects.filter(stalled_batch).values_list("pk", flat=True)[:limit]:
+        acted += _fail_batch(batch_id, stalled_batch, error=stopped, actor=SWEEPER_ACTOR)
+    return acted
+
+
+@transaction.atomic
+def _replay_requeue(replay_id: int, lost: Q) -> bool:
+    if not Replay.objects.filter(lost, pk=replay_id).update(enqueued_at=Now()):
+        return False  # claimed, or sent again by an overlapping sweep, since the scan
+    replay = Replay.objects.select_related("run").get(pk=replay_id)
+    record(
+        SWEEPER_ACTOR,
+        "run.replay_requeued",
+        replay.run,
+        {"replay": replay.pk},
+        trace_id=replay.run.trace_id,
+        run_id=replay.run_id,
+        release_id=replay.release_id,
+    )
+    transaction.on_commit(lambda: _enqueue(replay_id))
+    return True
+
+
+@transaction.atomic
+def _batch_requeue(batch_id: int, lost: Q) -> bool:
+    if not ReplayBatch.objects.filter(lost, pk=batch_id).update(enqueued_at=Now()):
+        return False  # claimed, or sent again by an overlapping sweep, since the scan
+    batch = ReplayBatch.objects.select_related("release").get(pk=batch_id)
+    record(
+        SWEEPER_ACTOR,
+        "release.replay_requeued",
+        batch.release,
+        {"batch": batch.pk},
+        release_id=batch.release_id,
+    )
+    transaction.on_commit(lambda: _enqueue_batch(batch_id))
+    return True
+
+
+@transaction.atomic
+def _fail_batch(batch_id: int, found: Q, *, error: str, actor: Any | None = None) -> bool:
+    """Fail the batch if it is still as its worker (running) or the sweeper (stalled) found it:
+    whichever of them fails it first, the other does nothing."""
+    failed = ReplayBatch.objects.filter(found, pk=batch_id).update(
+        status=ReplayBatch.Status.FAILED, error=error, finished_at=Now()
+    )
+    if not failed:
+        return False
+    batch = ReplayBatch.objects.select_related("release", "requested_by").get(pk=batch_id)
+    record(
+        actor or _actor_of(batch.requested_by),
+        "release.replay_failed",
+        batch.release,
+        {"batch": batch.pk, "done": batch.done, "total": batch.total, "error": error},
+        release_id=batch.release_id,
+    )
+    return True
 
 
 def _checked_reason(reason: str) -> str:

@@ -22,3 +22,8 @@ def execute_replay_batch(batch_id: int) -> None:
 @shared_task(name="replays.tasks.replay_shadow_runs")
 def replay_shadow_runs() -> int:
     return services.replay_shadow_runs()
+
+
+@shared_task(name="replays.tasks.sweep_stalled_replays")
+def sweep_stalled_replays() -> int:
+    return services.replays_sweep_stalled()

@@ -8,7 +8,7 @@ from .approvals import APPROVAL_ESCALATION_INTERVAL_SECONDS
 from .env import VAR_DIR, env
 from .evidence import AUDIT_CHECKPOINT_INTERVAL_SECONDS
 from .monitoring import ROLLBACK_CHECK_INTERVAL_SECONDS
-from .replays import REPLAY_SHADOW_INTERVAL_SECONDS
+from .replays import REPLAY_SHADOW_INTERVAL_SECONDS, REPLAY_SWEEP_INTERVAL_SECONDS
 
 REDIS_URL = env.str("REDIS_URL", default="")
 
@@ -73,6 +73,10 @@ CELERY_BEAT_SCHEDULE = {
     "replay-shadow-runs": {
         "task": "replays.tasks.replay_shadow_runs",
         "schedule": REPLAY_SHADOW_INTERVAL_SECONDS,
+    },
+    "sweep-stalled-replays": {
+        "task": "replays.tasks.sweep_stalled_replays",
+        "schedule": REPLAY_SWEEP_INTERVAL_SECONDS,
     },
 }
 # A worker gives a run back to the queue after this long, so long runs cannot starve others.

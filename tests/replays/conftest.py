@@ -4,6 +4,7 @@ from django.core.management import call_command
 
 from approvals.services import approval_decide
 from runs.models import Run
+from tests.runs.test_failure_modes import BUILTIN_BINDINGS, PRICEY, two_builtin_steps
 from tests.support.workflows import advance
 
 
@@ -25,3 +26,14 @@ def finished_demo(settings) -> list[Run]:
     runs = list(Run.objects.order_by("created_at", "pk"))
     assert not [run for run in runs if run.status not in Run.FINISHED_STATUSES]
     return runs
+
+
+@pytest.fixture
+def recorded_run(publish, submit) -> Run:
+    """A finished run of a small released workflow: two steps on builtin models."""
+    publish(
+        two_builtin_steps("small_flow"), bindings=BUILTIN_BINDINGS, model_configs={"builtin-pricey": PRICEY}
+    )
+    run = advance(submit("small_flow"))
+    assert run.status == Run.Status.SUCCEEDED
+    return run

@@ -18,7 +18,6 @@ from replays.models import Replay, ReplayBatch
 from runs import models as run_models
 from runs.models import Run, StepCheckpoint
 from sandbox import models as sandbox_models
-from tests.runs.test_failure_modes import BUILTIN_BINDINGS, PRICEY, two_builtin_steps
 from tests.support.workflows import advance, http_tool, workflow
 
 pytestmark = pytest.mark.django_db
@@ -249,17 +248,6 @@ def test_who_may_replay_and_what(finished_demo, auditor, requester, reviewer, pl
 
 
 # Deliveries and beat ticks that overlap ---------------------------------------------------------
-
-
-@pytest.fixture
-def recorded_run(publish, submit) -> Run:
-    """A finished run of a small released workflow: two steps on builtin models."""
-    publish(
-        two_builtin_steps("small_flow"), bindings=BUILTIN_BINDINGS, model_configs={"builtin-pricey": PRICEY}
-    )
-    run = advance(submit("small_flow"))
-    assert run.status == Run.Status.SUCCEEDED
-    return run
 
 
 def delivered_again_after_the_first_read(monkeypatch, model, deliver) -> None:
