@@ -42,9 +42,9 @@ def artifact_publish(
     if kind == Artifact.Kind.WORKFLOW:
         content = _checked_workflow(name, content)
     else:
-        _raise_problems(content_problems(kind, content), f"{kind} {name!r}")
+        raise_problems(content_problems(kind, content), f"{kind} {name!r}")
         for check in hooks.publish_checks[kind]:
-            _raise_problems(check(content), f"{kind} {name!r}")
+            raise_problems(check(content), f"{kind} {name!r}")
     try:
         content_digest = digest(content)
     except CanonicalizationError as error:
@@ -80,15 +80,15 @@ def artifact_publish(
 def _checked_workflow(name: str, content: Any) -> dict:
     if isinstance(content, str):
         content, problems = wf.load_source(content)
-        _raise_problems(problems, f"workflow {name!r}")
+        raise_problems(problems, f"workflow {name!r}")
     definition = wf.normalise(content)
-    _raise_problems(wf.structure_problems(definition), f"workflow {name!r}")
+    raise_problems(wf.structure_problems(definition), f"workflow {name!r}")
     if definition["workflow"] != name:
-        _raise_problems(
+        raise_problems(
             [Problem("$.workflow", f"the definition is named {definition['workflow']!r}, not {name!r}")],
             f"workflow {name!r}",
         )
-    _raise_problems(wf.reference_problems(definition, registry_references()), f"workflow {name!r}")
+    raise_problems(wf.reference_problems(definition, registry_references()), f"workflow {name!r}")
     return definition
 
 
@@ -106,7 +106,7 @@ def registry_references() -> wf.References:
     )
 
 
-def _raise_problems(problems: list[Problem], what: str) -> None:
+def raise_problems(problems: list[Problem], what: str) -> None:
     if problems:
         first = problems[0]
         raise InvalidInput(

@@ -21,7 +21,7 @@ from controlplane.strict_json import TOO_DEEP, StrictJSONError, refuse_unstorabl
 from ..artifact_kinds import NAME_PATTERN, SIDE_EFFECTS, Problem, json_path
 from ..models import Agent, Artifact, Channel, Release, Team
 from . import agents as agent_services
-from .artifacts import artifact_publish
+from .artifacts import artifact_publish, raise_problems
 from .releases import release_create, release_promote
 
 # Order matters: tools before the agents allowed to use them, agents before the workflows naming them.
@@ -170,13 +170,7 @@ def load_bundle_file(path: Path) -> dict:
         # Sorted by the path as text: YAML keys may be numbers beside strings, which do not compare.
         for error in sorted(_BUNDLE_VALIDATOR.iter_errors(data), key=lambda e: json_path(e.absolute_path))
     ]
-    if problems:
-        first = problems[0]
-        raise InvalidInput(
-            f"{path} is invalid at {first.path}: {first.message}"
-            + (f" (and {len(problems) - 1} more)" if len(problems) > 1 else ""),
-            errors={"problems": [problem.as_dict() for problem in problems]},
-        )
+    raise_problems(problems, str(path))
     data = _inline_policy_modules(data, base_dir=path.parent)
     try:  # what the API would refuse as JSON (deep nesting, NUL), with the policy data read in
         refuse_unstorable(data)
