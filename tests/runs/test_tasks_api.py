@@ -192,7 +192,19 @@ def test_unknown_run_is_a_404_problem(requester, client_for):
     assert client_for(requester).get("/api/v1/nothing-here").json()["status"] == 404
 
 
-@pytest.mark.parametrize("position", ["not-a-date", "2026-02-30 00:00:00+00:00", "9999-12-31 23:59:59-01:00"])
+@pytest.mark.parametrize(
+    "position",
+    [
+        "not-a-date",
+        "2026-02-30 00:00:00+00:00",
+        pytest.param(
+            "9999-12-31 23:59:59-01:00",  # past the last time Python holds once in UTC
+            marks=pytest.mark.skipif(
+                connection.vendor == "postgresql", reason="PostgreSQL holds it: a valid position there"
+            ),
+        ),
+    ],
+)
 def test_a_forged_page_cursor_is_a_404_problem(platform_user, client_for, position):
     RunFactory()
     cursor = base64.b64encode(f"p={position}".encode()).decode()
