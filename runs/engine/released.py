@@ -7,6 +7,12 @@ from policy.bundles import PolicyBundle, bundle_from_artifact
 from registry import workflow_definitions as wf
 from registry.models import Artifact, Release
 
+from ..providers.openai_compatible import DEFAULT_TIMEOUT_S as HTTP_MODEL_TIMEOUT_S
+
+DEFAULT_TOOL_TIMEOUT_S = 10.0
+# What one model call may take when its config does not say: the built-in provider answers at once.
+_MODEL_TIMEOUT_S = {"builtin": 0.0, "openai_compatible": HTTP_MODEL_TIMEOUT_S}
+
 
 @dataclass(frozen=True)
 class ReleasedWorkflow:
@@ -31,6 +37,21 @@ class ReleasedWorkflow:
 
     def tool(self, name: str) -> dict:
         return self.artifacts["tool"][name]
+
+    def step_time_limit(self, step: dict) -> float:
+        """The longest a step's calls may take, in seconds: a tool's call and its reconcile
+        lookup, or its model chain's calls one after another and one repair. A map step's
+        branches hold leases of their own; a gate calls nothing."""
+        if "map" in step:
+            return 0.0
+        if "tool" in step:
+            return 2 * step.get("timeout_s", DEFAULT_TOOL_TIMEOUT_S)
+        if "agent" in step:
+            binding = self.agents.get(step["agent"], {})
+            chain = self.model_chain(step.get("model_config") or binding["model_config"])
+            timeouts = [config.get("timeout_s", _MODEL_TIMEOUT_S[config["provider"]]) for _, config in chain]
+            return sum(timeouts) + timeouts[0]
+        return 0.0
 
     def model_chain(self, config_name: str) -> list[tuple[str, dict]]:
         """The model config and its fallbacks, in order, each as pinned by the release."""

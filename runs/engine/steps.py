@@ -26,7 +26,7 @@ from ..models import Effect, PendingAction, Run
 from . import commit_sql
 from .common import own_transaction
 from .envelope import merged_facts
-from .released import ReleasedWorkflow
+from .released import DEFAULT_TOOL_TIMEOUT_S, ReleasedWorkflow
 
 _VARIABLE = re.compile(r"\{\{\s*([A-Za-z_][\w.]*)\s*\}\}")
 
@@ -493,7 +493,11 @@ def _call_facts(args: dict, facts: dict) -> dict:
 
 def _call_tool(run, released, step, spec, args, key, ruling: _ToolRuling) -> StepOutcome:
     call = tools.ToolCall(
-        tool=step["tool"], spec=spec, args=args, idempotency_key=key, timeout_s=step.get("timeout_s", 10.0)
+        tool=step["tool"],
+        spec=spec,
+        args=args,
+        idempotency_key=key,
+        timeout_s=step.get("timeout_s", DEFAULT_TOOL_TIMEOUT_S),
     )
     if spec["side_effect"] == "read":
         return _read(call, step, ruling.decision)

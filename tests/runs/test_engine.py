@@ -242,3 +242,33 @@ def test_workers_with_long_host_names_can_take_runs(submitted_run):
         run_id=str(submitted_run.pk), worker="celery@ip-10-0-12-34.eu-west-1.compute.internal:12345"
     )
     assert Run.objects.get(pk=submitted_run.pk).status == Run.Status.SUCCEEDED
+
+
+def test_a_steps_time_limit_covers_every_call_it_may_make():
+    from runs.engine.released import ReleasedWorkflow
+
+    released = ReleasedWorkflow(
+        release_id="rel_x",
+        definition={"steps": []},
+        artifacts={
+            "model_config": {
+                "remote": {
+                    "provider": "openai_compatible",
+                    "model": "m",
+                    "timeout_s": 40,
+                    "fallback": ["local"],
+                },
+                "local": {"provider": "openai_compatible", "model": "m"},  # the provider's 30 s
+                "rules": {"provider": "builtin", "model": "rules"},
+            }
+        },
+        agents={"triager": {"model_config": "remote"}},
+        policy=None,
+    )
+    # The chain in turn, then one repair of the first config's reply.
+    assert released.step_time_limit({"name": "triage", "agent": "triager"}) == 40 + 30 + 40
+    assert released.step_time_limit({"name": "t", "agent": "triager", "model_config": "rules"}) == 0
+    # A call and its reconcile lookup.
+    assert released.step_time_limit({"name": "write", "tool": "crm.update", "timeout_s": 3}) == 6
+    assert released.step_time_limit({"name": "write", "tool": "crm.update"}) == 20
+    assert released.step_time_limit({"name": "gate", "human_if": ["amount > 100"]}) == 0

@@ -828,6 +828,43 @@ def test_a_compensation_failure_is_not_retried_with_a_repaired_input(saga, tool_
 
 
 @pytest.mark.django_db(transaction=True)
+def test_a_step_slower_than_the_lease_keeps_its_run_while_its_call_is_out(
+    publish, submit, tool_server, settings
+):
+    settings.RUN_LEASE_SECONDS = 2
+    step = {
+        "name": "open_ticket",
+        "tool": "tickets.create",
+        "agent": "ops_agent",
+        "args": {"n": 1},
+        "timeout_s": 5,
+    }
+    publish(workflow("slow_call", step), tools={"tickets.create": http_tool(tool_server, "tickets.create")})
+    run = submit("slow_call")
+    tool_server.delay_next(3.5)  # the reply comes after the lease the claim gave has run out
+
+    def work() -> None:
+        try:
+            services.run_advance(run_id=str(run.pk), worker="w1")
+        finally:
+            connection.close()
+
+    worker = threading.Thread(target=work)
+    worker.start()
+    deadline = time.monotonic() + 10
+    while tool_server.effects == 0 and time.monotonic() < deadline:
+        time.sleep(0.05)
+    time.sleep(2.5)
+    swept = services.runs_sweep_expired_leases()  # what beat runs while the call is out
+    worker.join(timeout=15)
+
+    assert swept == 0 and "run.lease.expired" not in events(run)
+    run.refresh_from_db()
+    assert run.status == Run.Status.SUCCEEDED and states(run) == ["open_ticket"]
+    assert run.claims_since_progress == 0
+
+
+@pytest.mark.django_db(transaction=True)
 def test_a_run_cancelled_while_its_tool_call_is_out_records_the_effect_the_call_made(
     publish, submit, tool_server, requester
 ):
