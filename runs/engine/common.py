@@ -1,20 +1,39 @@
-"""What the step and branch executors share: the worker's identity, the lease-checked lock, spend,
-the effect a tool call committed, and statements that commit by themselves."""
+"""What the step and branch executors share: the worker's identity, the lease-checked lock, a
+lease long enough for a step, spend, the effect a tool call committed, and statements that
+commit by themselves."""
 
 import contextlib
 
-from django.db import connection, transaction
+from django.conf import settings
+from django.db import connection, models, transaction
 from django.db.models.functions import Now
+
+from controlplane.dbtime import database_now_plus
 
 from ..models import Effect, Run
 
 WORKER = "system:worker"
+# Time a step needs beyond its calls (policy, envelope, commit), so that its lease outlasts it.
+_LEASE_MARGIN_S = 5.0
 
 
 def locked_run(run: Run, lease_token: str) -> Run | None:
     """The run row locked for this transaction, or None when the lease is no longer ours."""
     locked = Run.objects.select_for_update().get(pk=run.pk)
     return locked if locked.lease_owner == lease_token else None
+
+
+def lease_lasts(model: type[models.Model], pk, lease_token: str, step_seconds: float) -> bool:
+    """Whether the lease of a run or branch covers the step's calls, extended first (one
+    conditional UPDATE) when they may outlast it: else the sweeper would hand it to another
+    worker mid-call, and a step slower than the lease would be taken away at every attempt."""
+    needed = step_seconds + _LEASE_MARGIN_S
+    if needed <= settings.RUN_LEASE_SECONDS:  # the claim or the last commit gave it a whole lease
+        return True
+    extended = model.objects.filter(pk=pk, lease_owner=lease_token).update(
+        lease_expires_at=database_now_plus(needed)
+    )
+    return extended == 1
 
 
 def own_transaction():

@@ -29,7 +29,7 @@ from registry.workflow_definitions import END, FAIL, HUMAN
 from .. import tools
 from ..models import Effect, PendingAction, Run, StepCheckpoint
 from . import commit_sql
-from .common import WORKER, own_transaction, record_committed_effect
+from .common import WORKER, lease_lasts, own_transaction, record_committed_effect
 from .common import add_spent as _add
 from .common import audit_ids as _audit
 from .common import locked_run as _locked
@@ -46,8 +46,6 @@ from .steps import (
 )
 
 logger = logging.getLogger(__name__)
-# Time a step needs beyond its calls (policy, envelope, commit), so that its lease outlasts it.
-_LEASE_MARGIN_S = 5.0
 
 
 @dataclass
@@ -106,7 +104,7 @@ def _execute_released_step(run: Run, lease_token: str, enqueue, progress: Progre
         return _fail(run, lease_token, state, f"invalid envelope at {state}: {problems[0]}", enqueue)
     if "map" in step:
         outcome = execute_map_step(run, lease_token, step, merged_facts(run, results), sequence)
-    elif not _lease_lasts(run, lease_token, released.step_time_limit(step)):
+    elif not lease_lasts(Run, run.pk, lease_token, released.step_time_limit(step)):
         return False  # the lease was taken away since the last commit
     else:
         outcome = _execute(run, released, step, results, started_at.timestamp())
@@ -151,19 +149,6 @@ class _Move:
     started_at: datetime
     spent: dict
     output: Any  # as the checkpoint stores it (by reference when large)
-
-
-def _lease_lasts(run: Run, lease_token: str, step_seconds: float) -> bool:
-    """Whether the lease covers the step's calls, extended first (one conditional UPDATE) when they
-    may outlast it: else the sweeper would hand the run to another worker mid-call, and a step
-    slower than the lease would be taken away at every attempt until the run is dead-lettered."""
-    needed = step_seconds + _LEASE_MARGIN_S
-    if needed <= settings.RUN_LEASE_SECONDS:  # the claim or the last commit gave it a whole lease
-        return True
-    extended = Run.objects.filter(pk=run.pk, lease_owner=lease_token).update(
-        lease_expires_at=database_now_plus(needed)
-    )
-    return extended == 1
 
 
 def _execute(run: Run, released: ReleasedWorkflow, step: dict, results: dict, now: float) -> StepOutcome:

@@ -27,7 +27,7 @@ from registry.expressions import EvaluationError, ExpressionError, parse
 from registry.workflow_definitions import MAX_MAP_ITEMS
 
 from ..models import MapBranch, Run
-from .common import WORKER, add_spent, audit_ids, locked_run, record_committed_effect
+from .common import WORKER, add_spent, audit_ids, lease_lasts, locked_run, record_committed_effect
 from .envelope import build_envelope, by_reference, envelope_problems, merged_facts, resolve
 from .released import ReleasedWorkflow, released_workflow
 from .steps import StepOutcome, execute_agent_step, execute_tool_step, policy_run_document
@@ -178,6 +178,8 @@ def _execute_branch(branch: MapBranch, lease_token: str, enqueue: Callable) -> N
     problems = envelope_problems(envelope)
     if problems:
         outcome = StepOutcome("fail", error=f"invalid envelope: {problems[0]}", retryable=False)
+    elif not lease_lasts(MapBranch, branch.pk, lease_token, released.step_time_limit(task)):
+        return  # the lease was taken away since the claim
     else:
         outcome = _run_branch(run, released, step, task, branch, results, facts)
     _settle(branch, lease_token, outcome, enqueue)

@@ -7,6 +7,8 @@ the OpenAI-compatible model server; nothing of Baton's own is replaced.
 
 # ruff: noqa: F401, F811  (fixtures shared with the failure-mode tests are imported by name)
 
+import threading
+import time
 from datetime import timedelta
 
 import pytest
@@ -283,6 +285,37 @@ def test_a_branch_that_lost_its_lease_while_its_tool_call_was_out_records_the_ef
     assert (effect.status, effect.effect_id) == (Effect.Status.COMMITTED, "stock.check:1")
     assert effect.result["args"]["sku"] == "A-1"
     assert "run.map.branch.completed" not in events(run)
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_branch_slower_than_the_lease_keeps_it_while_its_call_is_out(
+    publish, submit, tool_server, settings
+):
+    settings.RUN_LEASE_SECONDS = 2
+    flow = map_flow(tool_server, concurrency=1)  # no other branch waits in the queue meanwhile
+    flow["steps"][0]["map"]["timeout_s"] = 5
+    publish(flow, tools=map_tools(tool_server))
+    run = advance(submit("stock_flow", ORDER))
+    tool_server.delay_next(3.5)  # the reply comes after the lease the fan-out gave has run out
+    swept = []
+
+    def sweep_while_the_call_is_out() -> None:
+        try:
+            deadline = time.monotonic() + 10
+            while tool_server.effects == 0 and time.monotonic() < deadline:
+                time.sleep(0.05)
+            time.sleep(2.5)
+            swept.append(services.runs_sweep_expired_leases())
+        finally:
+            connection.close()
+
+    beat = threading.Thread(target=sweep_while_the_call_is_out)
+    beat.start()
+    branch = run_branch(branches(run)[0])
+    beat.join(timeout=15)
+
+    assert swept == [0] and "run.map.branch.lease_expired" not in events(run)
+    assert branch.status == MapBranch.Status.SUCCEEDED
 
 
 def test_a_map_over_something_that_is_not_a_list_fails_closed(stock_flow, submit, tool_server):
