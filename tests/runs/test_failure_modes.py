@@ -827,6 +827,23 @@ def test_a_compensation_failure_is_not_retried_with_a_repaired_input(saga, tool_
     assert "run.retried" not in events(run)
 
 
+def advance_until_the_call_is_out(run: Run, tool_server: ToolServer) -> threading.Thread:
+    """A worker thread advancing `run`, once its tool call has reached the tool server."""
+
+    def work() -> None:
+        try:
+            services.run_advance(run_id=str(run.pk), worker="w1")
+        finally:
+            connection.close()
+
+    worker = threading.Thread(target=work)
+    worker.start()
+    deadline = time.monotonic() + 10
+    while tool_server.effects == 0 and time.monotonic() < deadline:
+        time.sleep(0.05)
+    return worker
+
+
 @pytest.mark.django_db(transaction=True)
 def test_a_step_slower_than_the_lease_keeps_its_run_while_its_call_is_out(
     publish, submit, tool_server, settings
@@ -842,18 +859,7 @@ def test_a_step_slower_than_the_lease_keeps_its_run_while_its_call_is_out(
     publish(workflow("slow_call", step), tools={"tickets.create": http_tool(tool_server, "tickets.create")})
     run = submit("slow_call")
     tool_server.delay_next(3.5)  # the reply comes after the lease the claim gave has run out
-
-    def work() -> None:
-        try:
-            services.run_advance(run_id=str(run.pk), worker="w1")
-        finally:
-            connection.close()
-
-    worker = threading.Thread(target=work)
-    worker.start()
-    deadline = time.monotonic() + 10
-    while tool_server.effects == 0 and time.monotonic() < deadline:
-        time.sleep(0.05)
+    worker = advance_until_the_call_is_out(run, tool_server)
     time.sleep(2.5)
     swept = services.runs_sweep_expired_leases()  # what beat runs while the call is out
     worker.join(timeout=15)
@@ -881,18 +887,7 @@ def test_a_run_cancelled_while_its_tool_call_is_out_records_the_effect_the_call_
     )
     run = submit("slow_write")
     tool_server.delay_next(1.5)  # the ticket is made; the reply comes later
-
-    def work() -> None:
-        try:
-            services.run_advance(run_id=str(run.pk), worker="w1")
-        finally:
-            connection.close()
-
-    worker = threading.Thread(target=work)
-    worker.start()
-    deadline = time.monotonic() + 10
-    while tool_server.effects == 0 and time.monotonic() < deadline:
-        time.sleep(0.05)
+    worker = advance_until_the_call_is_out(run, tool_server)
     services.run_cancel(run=run, actor=actor_for(requester), reason="customer withdrew")
     worker.join(timeout=15)
 
