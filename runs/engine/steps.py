@@ -307,6 +307,9 @@ def execute_tool_step(
             details={"policy_decision": decision.decision_id},
         )
     if not ruling.approved:
+        if spec["side_effect"] != "read" and _effect_args(key) not in (None, args):
+            # Asking a reviewer about an action that could never run under this key is no use.
+            return _key_used_with_other_arguments(step, {"policy_decision": decision.decision_id})
         return _park(
             step,
             proposed,
@@ -322,6 +325,26 @@ def execute_tool_step(
             },
         )
     return _call_tool(run, released, step, spec, args, key, ruling)
+
+
+def _effect_args(key: str) -> dict | None:
+    """The arguments of the effect already under `key`, if any."""
+    return Effect.objects.filter(idempotency_key=key).values_list("args", flat=True).first()
+
+
+def _key_used_with_other_arguments(step: dict, details: dict) -> StepOutcome:
+    # Same key, other arguments: a loop came back to this step, or its facts changed. The tool
+    # would answer the first call's effect as this one's; refuse to pretend it did.
+    return StepOutcome(
+        "fail",
+        error=(
+            f"{step['tool']}: an effect under this step's idempotency key was made with other "
+            "arguments; a step the workflow comes back to needs an idempotency_key that differs "
+            "each time"
+        ),
+        retryable=False,
+        details=details,
+    )
 
 
 # What tool.call's input says of the acting agent: (status, data classification, allowed tools,
@@ -510,18 +533,7 @@ def _call_tool(run, released, step, spec, args, key, ruling: _ToolRuling) -> Ste
         "policy_decision": ruling.decision.decision_id,
     }
     if not created and effect.args != args:
-        # Same key, other arguments: a loop came back to this step, or its facts changed. The
-        # tool would answer the first call's effect as this one's; refuse to pretend it did.
-        return StepOutcome(
-            "fail",
-            error=(
-                f"{step['tool']}: an effect under this step's idempotency key was made with other "
-                "arguments; a step the workflow comes back to needs an idempotency_key that differs "
-                "each time"
-            ),
-            retryable=False,
-            details=details,
-        )
+        return _key_used_with_other_arguments(step, details)
     if effect.status == Effect.Status.COMMITTED:
         return StepOutcome("done", output=effect.result, details={**details, "replayed": True})
     unknown = effect.status == Effect.Status.UNKNOWN  # the last call may have taken effect: ask first

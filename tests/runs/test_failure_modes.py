@@ -676,6 +676,11 @@ def test_a_step_that_comes_back_with_other_arguments_under_the_same_key_fails_cl
     )
     assert (other.kind, other.retryable) == ("fail", False)
     assert "made with other arguments" in other.error
+    # Over the approval threshold, too: no reviewer is asked about an action that cannot run.
+    large = execute_tool_step(
+        run, released, step, {}, time.time(), facts={"case_id": run.case_id, "amount": 900}
+    )
+    assert (large.kind, large.retryable) == ("fail", False)
     assert tool_server.effects == 1 and Effect.objects.get().args == {"case_id": run.case_id, "amount": 10}
 
 
