@@ -19,13 +19,11 @@ from django.conf import settings
 from django.contrib.auth import get_user_model
 from django.core.mail import send_mail
 from django.db import transaction
-from django.db.models import Value
-from django.db.models.functions import Coalesce
 from django.utils.module_loading import import_string
 
 from runs.models import PendingAction
 
-from .models import ReviewerClearance
+from .selectors import users_who_may_decide
 
 EVENTS = ("created", "advanced", "escalated", "decided", "expired")
 SIGNATURE_HEADER = "X-Baton-Signature"
@@ -76,18 +74,11 @@ class EmailNotifier:
         )
 
     def _recipients(self, notice: ApprovalNotice) -> list[str]:
-        users = get_user_model().objects.filter(is_active=True).exclude(email="")
         if notice.event in ("decided", "expired"):
-            users = users.filter(username=notice.requested_by)
+            users = get_user_model().objects.filter(username=notice.requested_by)
         else:
-            # Those who may decide it: the group's members cleared for its data (as the inbox shows it).
-            rank = PendingAction.SENSITIVITY_RANKS[notice.sensitivity]
-            users = (
-                users.filter(groups__name=notice.approver_group)
-                .exclude(username=notice.requested_by)
-                .annotate(cleared_for=Coalesce("clearance__level", Value(ReviewerClearance.DEFAULT)))
-                .filter(cleared_for__gte=rank)
-            )
+            users = users_who_may_decide(notice.approver_group, notice.sensitivity, notice.requested_by)
+        users = users.filter(is_active=True).exclude(email="")
         return sorted(set(users.values_list("email", flat=True)))
 
     @staticmethod

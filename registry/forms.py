@@ -44,7 +44,7 @@ class AgentEditForm(ServiceForm):
     slo_p95_latency_ms = forms.IntegerField(
         required=False,
         min_value=1,
-        max_value=2_147_483_647,  # the most a PositiveIntegerField holds on every database
+        max_value=Agent.MAX_SLO_P95_LATENCY_MS,
         label="SLO: p95 latency (ms)",
     )
     slo_success_rate = forms.DecimalField(

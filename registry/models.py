@@ -48,6 +48,8 @@ class Agent(models.Model):
     )
     purpose = models.TextField(blank=True)
     runbook_url = models.URLField(blank=True)
+    # The most a PositiveIntegerField holds on every database: forms, the API and bundle files say so.
+    MAX_SLO_P95_LATENCY_MS = 2_147_483_647
     slo_p95_latency_ms = models.PositiveIntegerField(null=True, blank=True)
     slo_success_rate = models.DecimalField(max_digits=5, decimal_places=4, null=True, blank=True)
     data_classification = models.CharField(

@@ -64,7 +64,7 @@ class AgentInputSerializer(StrictInputSerializer):
         required=False,
         allow_null=True,
         min_value=1,
-        max_value=2_147_483_647,  # the most a PositiveIntegerField holds on every database
+        max_value=Agent.MAX_SLO_P95_LATENCY_MS,
     )
     slo_success_rate = serializers.DecimalField(
         max_digits=5, decimal_places=4, min_value=0, max_value=1, required=False, allow_null=True

@@ -73,11 +73,10 @@ _BUNDLE_SCHEMA = {
                         "type": ["object", "null"],
                         "additionalProperties": False,
                         "properties": {
-                            # The most a PositiveIntegerField holds on every database.
                             "p95_latency_ms": {
                                 "type": ["integer", "null"],
                                 "minimum": 1,
-                                "maximum": 2_147_483_647,
+                                "maximum": Agent.MAX_SLO_P95_LATENCY_MS,
                             },
                             "success_rate": {"type": ["number", "null"], "minimum": 0, "maximum": 1},
                         },
