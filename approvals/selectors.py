@@ -262,7 +262,8 @@ def users_who_may_decide(approver_group: str, sensitivity: str, requested_by: st
     """The approver group's members cleared for a request's data, its requester aside: those in
     whose inbox it shows (the rule `_decidable` asks of one user, asked of them all)."""
     return (
-        get_user_model().objects.filter(groups__name=approver_group)
+        get_user_model()
+        .objects.filter(groups__name=approver_group)
         .exclude(username=requested_by)
         .annotate(cleared_for=Coalesce("clearance__level", Value(int(ReviewerClearance.DEFAULT))))
         .filter(cleared_for__gte=PendingAction.SENSITIVITY_RANKS[sensitivity])
