@@ -1,6 +1,7 @@
 """Evidence exports and checkpoints of the audit chain."""
 
 import hashlib
+import uuid
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -180,11 +181,15 @@ def evidence_export_start(*, scope: Scope, format: str, user, actor: Any) -> Evi
 
 
 def evidence_export_build(export_id: int) -> EvidenceExport:
-    """Write an export's package to the export directory, recording progress as runs are written."""
+    """Write an export's package to the export directory, recording progress as runs are written.
+
+    A second delivery of the same export (a worker lost and its message handed out again while
+    the first still writes) builds its own file beside it; the first build to finish is the one
+    kept, and the file in place is always the one whose digest and size the row records."""
     export = EvidenceExport.objects.select_related("checkpoint").get(pk=export_id)
-    if export.status == EvidenceExport.Status.READY:
+    unfinished = EvidenceExport.objects.filter(pk=export.pk).exclude(status=EvidenceExport.Status.READY)
+    if not unfinished.update(status=EvidenceExport.Status.RUNNING, runs_done=0):
         return export
-    EvidenceExport.objects.filter(pk=export.pk).update(status=EvidenceExport.Status.RUNNING, runs_done=0)
     package = EvidencePackage(
         scope=Scope.from_dict(export.scope),
         format=export.format,
@@ -200,26 +205,33 @@ def evidence_export_build(export_id: int) -> EvidenceExport:
     path = export_path(export)
     path.parent.mkdir(parents=True, exist_ok=True)
     hasher, size = hashlib.sha256(), 0
-    partial = path.with_suffix(".partial")
-    with partial.open("wb") as file:
-        for chunk in package.chunks(progress):
-            file.write(chunk)
-            hasher.update(chunk)
-            size += len(chunk)
-    partial.replace(path)
-    EvidenceExport.objects.filter(pk=export.pk).update(
-        status=EvidenceExport.Status.READY,
-        runs_done=export.runs_total,
-        size=size,
-        package_digest=hasher.hexdigest(),
-        finished_at=Now(),
-    )
+    partial = path.with_name(f"{path.name}.{uuid.uuid4().hex}.partial")
+    try:
+        with partial.open("wb") as file:
+            for chunk in package.chunks(progress):
+                file.write(chunk)
+                hasher.update(chunk)
+                size += len(chunk)
+        with transaction.atomic():
+            # The row's lock orders builds that finish together: the later one finds it ready.
+            if unfinished.select_for_update().exists():
+                partial.replace(path)
+                unfinished.update(
+                    status=EvidenceExport.Status.READY,
+                    runs_done=export.runs_total,
+                    size=size,
+                    package_digest=hasher.hexdigest(),
+                    finished_at=Now(),
+                )
+    finally:
+        partial.unlink(missing_ok=True)
     export.refresh_from_db()
     return export
 
 
 def evidence_export_failed(export_id: int, error: Exception) -> None:
-    EvidenceExport.objects.filter(pk=export_id).update(
+    """A build that failed; an export another delivery has built stays ready."""
+    EvidenceExport.objects.filter(pk=export_id).exclude(status=EvidenceExport.Status.READY).update(
         status=EvidenceExport.Status.FAILED,
         error=f"{type(error).__name__}: {error}"[:2000],
         finished_at=Now(),

@@ -1,0 +1,76 @@
+"""Evidence exports built by a worker: a message delivered twice never spoils the package."""
+
+import hashlib
+import threading
+
+import pytest
+from django.db import connection
+
+from controlplane.identity import actor_for
+from evidence.collect import Scope
+from evidence.models import EvidenceExport
+from evidence.services import (
+    evidence_export_build,
+    evidence_export_failed,
+    evidence_export_start,
+    export_path,
+)
+
+from .conftest import verifier
+
+
+@pytest.fixture
+def queued_export(approved_and_compensated_run, auditor, settings, tmp_path) -> EvidenceExport:
+    settings.EVIDENCE_EXPORT_DIR = str(tmp_path)
+    return evidence_export_start(
+        scope=Scope(run_id=str(approved_and_compensated_run.pk)),
+        format="pdf",
+        user=auditor,
+        actor=actor_for(auditor),
+    )
+
+
+def assert_ready_and_intact(export: EvidenceExport) -> None:
+    export.refresh_from_db()
+    assert export.status == EvidenceExport.Status.READY, export.error
+    package = export_path(export).read_bytes()
+    assert (hashlib.sha256(package).hexdigest(), len(package)) == (export.package_digest, export.size)
+    assert verifier.verify_package(export_path(export))["runs"] == 1
+    assert [p.name for p in export_path(export).parent.iterdir()] == [export.filename]
+
+
+@pytest.mark.django_db
+def test_a_failure_reported_after_another_delivery_built_the_export_leaves_it_ready(queued_export):
+    evidence_export_build(queued_export.pk)
+
+    evidence_export_failed(queued_export.pk, OSError("disk full"))
+    assert_ready_and_intact(queued_export)
+
+    evidence_export_build(queued_export.pk)  # a third delivery finds it built
+    assert_ready_and_intact(queued_export)
+
+
+@pytest.mark.django_db(transaction=True)
+@pytest.mark.skipif(connection.vendor != "postgresql", reason="two builds at once, on two connections")
+def test_two_deliveries_building_at_once_leave_one_intact_package(queued_export):
+    start = threading.Barrier(2)
+    errors: list[Exception] = []
+
+    def build() -> None:
+        try:
+            start.wait()
+            evidence_export_build(queued_export.pk)
+        except Exception as error:  # what the task would report as the export's failure
+            errors.append(error)
+            evidence_export_failed(queued_export.pk, error)
+        finally:
+            connection.close()
+
+    builds = [threading.Thread(target=build) for _ in range(2)]
+    for thread in builds:
+        thread.start()
+    for thread in builds:
+        thread.join(timeout=60)
+
+    assert errors == []
+    assert_ready_and_intact(queued_export)
