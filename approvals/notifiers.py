@@ -21,6 +21,7 @@ from django.core.mail import send_mail
 from django.db import transaction
 from django.utils.module_loading import import_string
 
+from controlplane import broker
 from runs.models import PendingAction
 
 from .selectors import users_who_may_decide
@@ -190,6 +191,6 @@ def notify_on_commit(event: str, pending: PendingAction, decision=None) -> None:
         from .tasks import deliver_approval_notice
 
         for path in paths:
-            deliver_approval_notice.delay(path, notice)
+            broker.send(deliver_approval_notice, path, notice, if_lost="this notice is not sent")
 
     transaction.on_commit(enqueue)

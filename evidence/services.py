@@ -11,6 +11,7 @@ from django.conf import settings
 from django.db import transaction
 from django.db.models.functions import Now
 
+from controlplane import broker
 from controlplane.audit import ObjectRef, VerifyResult, record, verify_chain
 from controlplane.canonical import canonical_json
 from controlplane.dbtime import database_now
@@ -176,7 +177,7 @@ def evidence_export_start(*, scope: Scope, format: str, user, actor: Any) -> Evi
         runs_total=package.runs_total,
         requested_by=user,
     )
-    transaction.on_commit(lambda: build_evidence_export.delay(export.pk))
+    broker.send_on_commit(build_evidence_export, export.pk, if_lost="it stays queued until it is sent again")
     return export
 
 

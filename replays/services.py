@@ -17,6 +17,7 @@ from django.db import IntegrityError, transaction
 from django.db.models import Exists, OuterRef, Q
 from django.db.models.functions import Now
 
+from controlplane import broker
 from controlplane.audit import record
 from controlplane.dbtime import database_now_plus
 from controlplane.errors import Conflict, Forbidden, InvalidInput
@@ -39,6 +40,7 @@ SWEEPER_ACTOR = "system:sweeper"
 # Sending a replay again is harmless (only one delivery can claim it), so a message is taken
 # for lost early; one merely waiting behind a long queue is sent again at most this often.
 REQUEUE_AFTER_SECONDS = 600
+SENT_AGAIN_IF_LOST = f"the sweeper sends it again after {REQUEUE_AFTER_SECONDS} s"
 # Still moving: their recording is not final, so a replay would compare against half a run.
 NOT_REPLAYABLE = (Run.Status.QUEUED, Run.Status.RUNNING, Run.Status.COMPENSATING)
 
@@ -430,10 +432,10 @@ def _actor_of(user: AbstractBaseUser | None) -> Any:
 def _enqueue(replay_id: int) -> None:
     from .tasks import execute_replay
 
-    execute_replay.delay(replay_id)
+    broker.send(execute_replay, replay_id, if_lost=SENT_AGAIN_IF_LOST)
 
 
 def _enqueue_batch(batch_id: int) -> None:
     from .tasks import execute_replay_batch
 
-    execute_replay_batch.delay(batch_id)
+    broker.send(execute_replay_batch, batch_id, if_lost=SENT_AGAIN_IF_LOST)

@@ -2,6 +2,7 @@
 
 import copy
 import gc
+import socket
 import time
 import uuid
 import warnings
@@ -35,6 +36,25 @@ def isolated_celery_queue():
     yield queue
     with celery_app.connection_for_write() as broker:
         broker.default_channel.queue_purge(queue)
+
+
+@pytest.fixture
+def broker_down():
+    """The Celery app sends to a broker nobody listens on (a closed local port) for one test."""
+
+    def use(url: str) -> None:
+        celery_app.conf.broker_url = url
+        celery_app._pool = None  # the connection and producer pools are made anew from the URL
+        celery_app.amqp._producer_pool = None
+
+    working = celery_app.conf.broker_url
+    with socket.socket() as probe:  # a port just freed: nothing listens there
+        probe.bind(("127.0.0.1", 0))
+        closed_port = probe.getsockname()[1]
+    use(f"redis://127.0.0.1:{closed_port}/0")
+    yield
+    celery_app.pool.force_close_all()
+    use(working)
 
 
 @pytest.fixture(scope="session", autouse=True)

@@ -4,11 +4,16 @@ from typing import Any
 
 from django.db import transaction
 
+from controlplane import broker
+
+# Every run and branch handed to the broker holds a queue lease (lease_expires_at, no owner).
+SWEPT_IF_LOST = "the lease sweeper sends it again once its queue lease expires"
+
 
 def enqueue(run_id: Any, countdown: float = 0) -> None:
     from ..tasks import advance_run
 
-    advance_run.apply_async((str(run_id),), countdown=countdown or None)
+    broker.send(advance_run, str(run_id), countdown=countdown, if_lost=SWEPT_IF_LOST)
 
 
 def enqueue_on_commit(run_id: Any) -> None:
@@ -18,4 +23,4 @@ def enqueue_on_commit(run_id: Any) -> None:
 def enqueue_branch(branch_id: Any, countdown: float = 0) -> None:
     from ..tasks import advance_branch
 
-    advance_branch.apply_async((branch_id,), countdown=countdown or None)
+    broker.send(advance_branch, branch_id, countdown=countdown, if_lost=SWEPT_IF_LOST)
