@@ -1,6 +1,7 @@
 # syntax=docker/dockerfile:1
 # Baton: one image for the web process (gunicorn), the Celery worker and Celery beat.
-FROM python:3.11-slim
+# Pinned to a patch release and a Debian release: a rebuild gets the same interpreter and OS.
+FROM python:3.11.13-slim-bookworm
 
 ENV PYTHONDONTWRITEBYTECODE=1 \
     PYTHONUNBUFFERED=1 \
@@ -32,9 +33,12 @@ RUN BATON_ENV=production \
     ALLOWED_HOSTS=build.invalid \
     BATON_VAR_DIR=/tmp/baton-build \
     python manage.py collectstatic --noinput \
-    && rm -rf /tmp/baton-build \
-    && mkdir -p /app/var \
-    && chown baton:baton /app/var
+    && rm -rf /tmp/baton-build
+
+# The directories Baton writes to. A named volume mounted on a directory of the image starts
+# with that directory's owner: without /app/exports here, docker-compose's evidence-exports
+# volume would belong to root and the worker could not write evidence packages into it.
+RUN mkdir -p /app/var /app/exports && chown baton:baton /app/var /app/exports
 
 USER baton
 

@@ -184,14 +184,26 @@ def _started(
 def _run_parent(run: "Run") -> Context:
     """The span `run` was submitted under. A run submitted while nothing traced has no such
     span: its spans then hang under an id derived from the run's, the same in every process."""
+    trace_id = int(run.trace_id, 16)
     parent = run.trace_parent or run.pk.hex[:16]
     context = SpanContext(
-        trace_id=int(run.trace_id, 16),
+        trace_id=trace_id,
         span_id=int(parent, 16),
         is_remote=True,
-        trace_flags=TraceFlags(TraceFlags.SAMPLED),
+        trace_flags=_sampled_flags(trace_id),
     )
     return trace.set_span_in_context(NonRecordingSpan(context))
+
+
+def _sampled_flags(trace_id: int) -> TraceFlags:
+    """Whether the run's trace is kept, asked again of the configured sampler (OTEL_TRACES_SAMPLER,
+    every trace by default) as for a new trace. The submission's own decision is not stored, but
+    the ratio samplers decide by the trace id alone: a run's spans are kept when the request
+    that started its trace was, instead of always, under a parent that was never exported."""
+    sampler = getattr(trace.get_tracer_provider(), "sampler", None)
+    if sampler is None or sampler.should_sample(None, trace_id, "run").decision.is_sampled():
+        return TraceFlags(TraceFlags.SAMPLED)
+    return TraceFlags(TraceFlags.DEFAULT)
 
 
 def _present(attributes: Mapping[str, Any]) -> dict[str, Any]:

@@ -13,17 +13,15 @@ import opentelemetry.environment_variables
 import opentelemetry.sdk.environment_variables
 import pytest
 import yaml
+from django.urls import resolve
+
+from tests.support.settings_names import names_read, settings_names
 
 ROOT = Path(__file__).resolve().parent.parent
 COMPOSE_FILE = ROOT / "docker-compose.yml"
 DOCKERFILE = ROOT / "Dockerfile"
-APP_SERVICES = ("web", "worker", "beat")
-
-# Names read through django-environ (env("X"), env.str("X"), env.db("X"), ...), through
-# the settings' secret("X") helper (which also reads X_FILE), or straight from os.environ.
-_ENV_CALL = re.compile(r"""\benv(?:\.[a-z_]+)?\(\s*["']([A-Z][A-Z0-9_]*)["']""")
-_SECRET_CALL = re.compile(r"""\bsecret\(\s*["']([A-Z][A-Z0-9_]*)["']""")
-_OS_ENVIRON = re.compile(r"""\bos\.(?:environ\.get\(|environ\[|getenv\()\s*["']([A-Z][A-Z0-9_]*)["']""")
+APP_SERVICES = ("migrate", "web", "worker", "beat")
+LONG_RUNNING = ("web", "worker", "beat")
 
 
 def _load_compose() -> dict:
@@ -45,25 +43,6 @@ def _argv(command: str | list[str]) -> list[str]:
     return shlex.split(command) if isinstance(command, str) else list(command)
 
 
-def _shell_steps(command: str | list[str]) -> list[list[str]]:
-    """The `&&`-separated steps of a `sh -c "..."` command, each as argv."""
-    argv = _argv(command)
-    assert argv[:2] == ["sh", "-c"], f"expected sh -c, got {argv}"
-    steps = [shlex.split(step) for step in argv[2].split("&&")]
-    return [step[1:] if step[:1] == ["exec"] else step for step in steps]
-
-
-def _names_read(sources: list[Path]) -> set[str]:
-    names = set()
-    for source in sources:
-        text = source.read_text()
-        names.update(_ENV_CALL.findall(text))
-        names.update(_OS_ENVIRON.findall(text))
-        for name in _SECRET_CALL.findall(text):
-            names.update({name, f"{name}_FILE"})
-    return names
-
-
 def _otel_names() -> set[str]:
     modules = (opentelemetry.environment_variables, opentelemetry.sdk.environment_variables)
     return {
@@ -75,21 +54,23 @@ def _otel_names() -> set[str]:
 
 
 def _allowed_env_names() -> set[str]:
-    settings_names = _names_read(sorted((ROOT / "controlplane" / "settings").glob("*.py")))
-    policy_names = _names_read(sorted((ROOT / "policy").glob("**/*.py")))
-    opa_names = {name for name in settings_names | policy_names if name.startswith("OPA_")}
-    return settings_names | opa_names | _otel_names()
+    policy_names = names_read(sorted((ROOT / "policy").glob("**/*.py")))
+    opa_names = {name for name in settings_names() | policy_names if name.startswith("OPA_")}
+    return settings_names() | opa_names | _otel_names()
 
 
 def test_settings_scan_finds_the_core_names():
     """Guards the regexes: if they stop matching, the allow-list check below means nothing."""
-    names = _names_read(sorted((ROOT / "controlplane" / "settings").glob("*.py")))
-    expected = {"DATABASE_URL", "REDIS_URL", "SECRET_KEY", "SECRET_KEY_FILE", "BATON_ENV", "ALLOWED_HOSTS"}
-    assert expected <= names
+    read_plain = {"BATON_ENV", "ALLOWED_HOSTS", "OPA_URL"}
+    read_from_files_too = {"SECRET_KEY", "DATABASE_URL", "REDIS_URL", "EMAIL_URL"}
+    assert (
+        read_plain | read_from_files_too | {f"{name}_FILE" for name in read_from_files_too}
+        <= settings_names()
+    )
 
 
 def test_services_are_exactly_the_stack():
-    assert set(_load_compose()["services"]) == {"postgres", "redis", "opa", "jaeger", "web", "worker", "beat"}
+    assert set(_load_compose()["services"]) == {"postgres", "redis", "opa", "jaeger", *APP_SERVICES}
 
 
 def test_app_services_share_one_build_and_one_environment():
@@ -101,15 +82,43 @@ def test_app_services_share_one_build_and_one_environment():
     assert environments == [environments[0]] * len(environments)
 
 
-def test_web_migrates_then_runs_gunicorn():
-    steps = _shell_steps(_service("web")["command"])
-    migrate = steps[0]
-    assert migrate[:3] == ["python", "manage.py", "migrate"]
-    assert "--noinput" in migrate
-    server = steps[-1]
+def test_migrations_run_once_before_any_process_of_the_new_code_starts():
+    migrate = _service("migrate")
+    assert _argv(migrate["command"]) == ["python", "manage.py", "migrate", "--noinput"]
+    assert migrate["depends_on"]["postgres"]["condition"] == "service_healthy"
+    assert migrate.get("restart", "no") == "no"
+    for name in LONG_RUNNING:
+        assert _service(name)["depends_on"]["migrate"]["condition"] == "service_completed_successfully"
+        assert "migrate" not in _argv(_service(name)["command"]), f"{name} migrates on its own"
+
+
+def test_web_runs_gunicorn_on_the_published_port():
+    server = _argv(_service("web")["command"])
     assert server[0] == "gunicorn"
     assert "controlplane.wsgi:application" in server
-    assert "0.0.0.0:8000" in server
+    assert server[server.index("--bind") + 1] == "0.0.0.0:8000"
+    assert "8000:8000" in _service("web")["ports"]
+
+
+def test_web_is_healthy_when_readyz_answers_through_an_allowed_host():
+    check = _service("web")["healthcheck"]["test"]
+    assert check[:3] == ["CMD", "python", "-c"]
+    probed = urlsplit(re.search(r"urlopen\('([^']+)'", check[3]).group(1))
+    assert resolve(probed.path).url_name == "readyz"
+    assert probed.port == 8000
+    # Django answers 400 to a host it does not serve, and the probe sends the URL's host.
+    assert probed.hostname in _environment(_service("web"))["ALLOWED_HOSTS"].split(",")
+
+
+def test_worker_is_healthy_when_it_answers_a_ping_by_its_own_name():
+    check = _service("worker")["healthcheck"]["test"]
+    assert check[0] == "CMD-SHELL"
+    argv = shlex.split(check[1])
+    assert argv[:5] == ["celery", "-A", "controlplane", "inspect", "ping"]
+    # Celery names a worker celery@<host name> unless told otherwise; $$ is compose's escape for $.
+    assert argv[argv.index("--destination") + 1] == "celery@$$HOSTNAME"
+    worker = _argv(_service("worker")["command"])
+    assert not {"-n", "--hostname"} & set(worker)
 
 
 @pytest.mark.parametrize(
@@ -128,6 +137,17 @@ def test_celery_commands(service, prefix):
 def test_every_environment_name_is_read_by_the_settings(service):
     unknown = set(_environment(_service(service))) - _allowed_env_names()
     assert not unknown, f"{service} sets variables nothing reads: {sorted(unknown)}"
+
+
+@pytest.mark.parametrize("service", APP_SERVICES)
+def test_every_file_variable_names_a_secret_mounted_in_that_service(service):
+    definition = _service(service)
+    for name, path in _environment(definition).items():
+        if name.endswith("_FILE"):
+            secret = path.removeprefix("/run/secrets/")
+            assert path == f"/run/secrets/{secret}", f"{name} reads {path}, not a compose secret"
+            assert secret in definition.get("secrets", []), f"{service} reads {path} without mounting it"
+            assert secret in _load_compose()["secrets"]
 
 
 @pytest.mark.parametrize("service", APP_SERVICES)
@@ -193,17 +213,23 @@ def test_opa_serves_a_policy_directory_from_the_repo():
 
 def test_app_services_wait_for_healthy_backends():
     compose = _load_compose()
-    for name in APP_SERVICES:
+    for name in LONG_RUNNING:
         depends_on = compose["services"][name]["depends_on"]
         for backend in ("postgres", "redis"):
             assert depends_on[backend]["condition"] == "service_healthy"
             assert "healthcheck" in compose["services"][backend]
 
 
+@pytest.mark.parametrize("service", ["postgres", "redis", "opa", "jaeger"])
+def test_backing_images_are_pinned_below_the_major_version(service):
+    name, _, tag = _service(service)["image"].partition(":")
+    assert re.fullmatch(r"\d+\.\d+(\.\d+)?", tag), f"{name}:{tag} moves with every release"
+
+
 def test_dockerfile_installs_the_lock_and_runs_unprivileged():
     assert DOCKERFILE.is_file()
     text = DOCKERFILE.read_text()
-    assert re.search(r"^FROM python:3\.11-slim\b", text, re.MULTILINE)
+    assert re.search(r"^FROM python:3\.11\.\d+-slim-[a-z]+$", text, re.MULTILINE)
     assert re.search(r"^COPY\s+requirements\.lock\b", text, re.MULTILINE)
     assert re.search(r"^RUN\s+pip install\b.*--no-cache-dir.*-r requirements\.lock", text, re.MULTILINE)
     assert re.search(r"collectstatic --noinput", text)
@@ -213,9 +239,36 @@ def test_dockerfile_installs_the_lock_and_runs_unprivileged():
     assert re.search(r"^CMD\s.*gunicorn.*controlplane\.wsgi:application", text, re.MULTILINE)
 
 
+def _dockerfile_instructions(keyword: str) -> list[str]:
+    """The arguments of every `keyword` instruction, continuation lines joined."""
+    joined = re.sub(r"\\\n", " ", DOCKERFILE.read_text())
+    return [line.split(None, 1)[1] for line in joined.splitlines() if line.split(None, 1)[:1] == [keyword]]
+
+
+def test_the_image_keeps_no_secret_in_its_environment():
+    assignments = " ".join(_dockerfile_instructions("ENV"))
+    baked = set(re.findall(r"([A-Z][A-Z0-9_]*)=", assignments))
+    secrets = {name for name in settings_names() if f"{name}_FILE" in settings_names()}
+    assert {"BATON_VAR_DIR", "STATIC_ROOT"} <= baked, "the ENV scan stopped matching"
+    assert not baked & secrets, f"the image's environment sets {sorted(baked & secrets)}"
+
+
+def test_volumes_of_the_app_are_directories_the_image_gives_its_user():
+    """A named volume starts with the owner of the image's directory it is mounted on."""
+    text = DOCKERFILE.read_text()
+    user = re.findall(r"^USER\s+(\S+)", text, re.MULTILINE)[-1]
+    owned = {
+        path for paths in re.findall(rf"chown\s+{user}:{user}\s+([^\n&]+)", text) for path in paths.split()
+    }
+    for name in LONG_RUNNING:
+        for volume in _service(name).get("volumes", []):
+            target = volume.split(":")[1]
+            assert target in owned, f"{name} mounts {target}, which the image does not give to {user}"
+
+
 def test_dockerignore_keeps_local_state_out_of_the_image():
     ignored = {line.strip() for line in (ROOT / ".dockerignore").read_text().splitlines()}
-    assert {".venv", "var", ".git", "test-artifacts"} <= ignored
+    assert {".venv", "var", ".git", "test-artifacts", ".env", "*.pem"} <= ignored  # and secrets
     assert ignored & {"__pycache__", "**/__pycache__"}
 
 

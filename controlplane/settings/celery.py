@@ -5,19 +5,20 @@ so losing one never loses a run (the sweeper re-enqueues expired leases).
 """
 
 from .approvals import APPROVAL_ESCALATION_INTERVAL_SECONDS
-from .env import VAR_DIR, env
+from .env import VAR_DIR, env, secret, url
 from .evidence import AUDIT_CHECKPOINT_INTERVAL_SECONDS
 from .monitoring import ROLLBACK_CHECK_INTERVAL_SECONDS
 from .replays import REPLAY_SHADOW_INTERVAL_SECONDS, REPLAY_SWEEP_INTERVAL_SECONDS
 
-REDIS_URL = env.str("REDIS_URL", default="")
+# It may hold a password, so it may come from REDIS_URL_FILE.
+REDIS_URL = url("REDIS_URL", secret("REDIS_URL"), schemes=("redis", "rediss"))
 
 if REDIS_URL:
     CELERY_BROKER_URL = REDIS_URL
     # Longer than any step can take, so that Redis never re-delivers a message whose
     # worker is still busy with it.
     CELERY_BROKER_TRANSPORT_OPTIONS = {
-        "visibility_timeout": env.int("CELERY_VISIBILITY_TIMEOUT", default=3600)
+        "visibility_timeout": env.int("CELERY_VISIBILITY_TIMEOUT", default=3600, minimum=1)
     }
 else:
     # A broker that needs no server: messages are files under var/broker.
@@ -43,15 +44,14 @@ CELERY_TASK_REJECT_ON_WORKER_LOST = True
 CELERY_WORKER_PREFETCH_MULTIPLIER = 1
 CELERY_WORKER_HIJACK_ROOT_LOGGER = False
 CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
-CELERY_TASK_ALWAYS_EAGER = env.bool("CELERY_TASK_ALWAYS_EAGER", default=False)
 CELERY_BEAT_SCHEDULE_FILENAME = str(VAR_DIR / "celerybeat-schedule")
 # Tasks reuse their database connection as requests do (see controlplane/celery.py); Celery's
 # own fixup then closes it only every this many tasks.
-CELERY_DB_REUSE_MAX = env.int("CELERY_DB_REUSE_MAX", default=1000)
+CELERY_DB_REUSE_MAX = env.int("CELERY_DB_REUSE_MAX", default=1000, minimum=0)
 
 # How long a worker owns a run before the sweeper may hand it to another worker.
-RUN_LEASE_SECONDS = env.int("RUN_LEASE_SECONDS", default=60)
-RUN_SWEEP_INTERVAL_SECONDS = env.int("RUN_SWEEP_INTERVAL_SECONDS", default=30)
+RUN_LEASE_SECONDS = env.int("RUN_LEASE_SECONDS", default=60, minimum=1)
+RUN_SWEEP_INTERVAL_SECONDS = env.int("RUN_SWEEP_INTERVAL_SECONDS", default=30, minimum=1)
 
 CELERY_BEAT_SCHEDULE = {
     "sweep-expired-run-leases": {
@@ -80,15 +80,15 @@ CELERY_BEAT_SCHEDULE = {
     },
 }
 # A worker gives a run back to the queue after this long, so long runs cannot starve others.
-RUN_TIME_SLICE_SECONDS = env.float("RUN_TIME_SLICE_SECONDS", default=5.0)
+RUN_TIME_SLICE_SECONDS = env.float("RUN_TIME_SLICE_SECONDS", default=5.0, minimum=0)
 # Step outputs larger than this are stored once and passed between steps by reference.
-RUN_PAYLOAD_INLINE_BYTES = env.int("RUN_PAYLOAD_INLINE_BYTES", default=64 * 1024)
+RUN_PAYLOAD_INLINE_BYTES = env.int("RUN_PAYLOAD_INLINE_BYTES", default=64 * 1024, minimum=0)
 # A step that fails this many times (unless its definition says otherwise) goes to the dead-letter queue.
-RUN_STEP_MAX_ATTEMPTS = env.int("RUN_STEP_MAX_ATTEMPTS", default=3)
-RUN_RETRY_BACKOFF_SECONDS = env.float("RUN_RETRY_BACKOFF_SECONDS", default=2.0)
+RUN_STEP_MAX_ATTEMPTS = env.int("RUN_STEP_MAX_ATTEMPTS", default=3, minimum=1)
+RUN_RETRY_BACKOFF_SECONDS = env.float("RUN_RETRY_BACKOFF_SECONDS", default=2.0, minimum=0)
 # Model providers: a circuit opens after this many consecutive failures and probes again after the reset time.
-MODEL_CIRCUIT_FAILURES = env.int("MODEL_CIRCUIT_FAILURES", default=5)
-MODEL_CIRCUIT_RESET_SECONDS = env.int("MODEL_CIRCUIT_RESET_SECONDS", default=30)
+MODEL_CIRCUIT_FAILURES = env.int("MODEL_CIRCUIT_FAILURES", default=5, minimum=1)
+MODEL_CIRCUIT_RESET_SECONDS = env.int("MODEL_CIRCUIT_RESET_SECONDS", default=30, minimum=1)
 # A run taken by this many workers in a row without any of them committing (each one crashed)
 # is dead-lettered instead of being handed out again: a poison task must not loop forever.
-RUN_MAX_CLAIMS = env.int("RUN_MAX_CLAIMS", default=5)
+RUN_MAX_CLAIMS = env.int("RUN_MAX_CLAIMS", default=5, minimum=1)
