@@ -67,6 +67,7 @@ class EvidenceExport(models.Model):
     error = models.TextField(blank=True, default="")
     requested_by = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.PROTECT, related_name="+")
     created_at = models.DateTimeField(db_default=Now())
+    enqueued_at = models.DateTimeField(db_default=Now(), help_text="When its build was last sent.")
     finished_at = models.DateTimeField(null=True, blank=True)
 
     class Meta:

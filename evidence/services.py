@@ -9,12 +9,13 @@ from typing import Any
 
 from django.conf import settings
 from django.db import transaction
+from django.db.models import Q
 from django.db.models.functions import Now
 
 from controlplane import broker
 from controlplane.audit import ObjectRef, VerifyResult, record, verify_chain
 from controlplane.canonical import canonical_json
-from controlplane.dbtime import database_now
+from controlplane.dbtime import database_now, database_now_plus
 from controlplane.errors import InvalidInput, NotFound
 from controlplane.models import AuditEvent
 from registry.models import Release
@@ -27,6 +28,12 @@ from .package import EvidencePackage
 
 FORMATS = ("json", "csv", "pdf")
 _CHECKPOINT_BATCH = 1000
+SWEEPER_ACTOR = "system:sweeper"
+# An export whose message was lost (the broker restarted, or was down when the export was asked
+# for) stays queued; it is sent again after this long. A second delivery is harmless (see
+# evidence_export_build); one merely waiting behind a long queue is sent again at most this often.
+REQUEUE_AFTER_SECONDS = 600
+_BUILD_IF_LOST = f"the export sweeper sends it again after {REQUEUE_AFTER_SECONDS} s"
 
 
 def audit_checkpoint(reason: str = AuditCheckpoint.Reason.INTERVAL) -> AuditCheckpoint | None:
@@ -166,8 +173,6 @@ def evidence_prepare(*, scope: Scope, format: str, actor: Any) -> EvidencePackag
 def evidence_export_start(*, scope: Scope, format: str, user, actor: Any) -> EvidenceExport:
     """Queue an export for the evidence page: a worker builds it and reports its progress. The
     `evidence.exported` event and the export it audits are committed together, or neither is."""
-    from .tasks import build_evidence_export
-
     package = evidence_prepare(scope=scope, format=format, actor=actor)
     export = EvidenceExport.objects.create(
         scope=scope.as_dict(),
@@ -177,8 +182,34 @@ def evidence_export_start(*, scope: Scope, format: str, user, actor: Any) -> Evi
         runs_total=package.runs_total,
         requested_by=user,
     )
-    broker.send_on_commit(build_evidence_export, export.pk, if_lost="it stays queued until it is sent again")
+    _send_build_on_commit(export.pk)
     return export
+
+
+def evidence_exports_sweep_lost(*, limit: int = 100) -> int:
+    """Send again the exports still queued long after they were sent; how many. Each is a
+    conditional update: overlapping sweeps send an export once."""
+    lost = Q(status=EvidenceExport.Status.QUEUED, enqueued_at__lt=database_now_plus(-REQUEUE_AFTER_SECONDS))
+    sent = 0
+    for export_id in EvidenceExport.objects.filter(lost).values_list("pk", flat=True)[:limit]:
+        with transaction.atomic():
+            if not EvidenceExport.objects.filter(lost, pk=export_id).update(enqueued_at=Now()):
+                continue  # built, or sent by an overlapping sweep, since the scan
+            record(
+                SWEEPER_ACTOR,
+                "evidence.export_requeued",
+                ObjectRef("evidence.evidenceexport", str(export_id)),
+                {},
+            )
+            _send_build_on_commit(export_id)
+            sent += 1
+    return sent
+
+
+def _send_build_on_commit(export_id: int) -> None:
+    from .tasks import build_evidence_export
+
+    broker.send_on_commit(build_evidence_export, export_id, if_lost=_BUILD_IF_LOST)
 
 
 def evidence_export_build(export_id: int) -> EvidenceExport:

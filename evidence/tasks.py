@@ -11,6 +11,11 @@ def checkpoint_audit_chain() -> int | None:
     return checkpoint.seq if checkpoint else None
 
 
+@shared_task(name="evidence.tasks.sweep_lost_exports")
+def sweep_lost_exports() -> int:
+    return services.evidence_exports_sweep_lost()
+
+
 @shared_task(name="evidence.tasks.build_evidence_export")
 def build_evidence_export(export_id: int) -> None:
     try:

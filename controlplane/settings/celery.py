@@ -6,7 +6,7 @@ so losing one never loses a run (the sweeper re-enqueues expired leases).
 
 from .approvals import APPROVAL_ESCALATION_INTERVAL_SECONDS
 from .env import VAR_DIR, env, secret, url
-from .evidence import AUDIT_CHECKPOINT_INTERVAL_SECONDS
+from .evidence import AUDIT_CHECKPOINT_INTERVAL_SECONDS, EVIDENCE_EXPORT_SWEEP_INTERVAL_SECONDS
 from .monitoring import ROLLBACK_CHECK_INTERVAL_SECONDS
 from .replays import REPLAY_SHADOW_INTERVAL_SECONDS, REPLAY_SWEEP_INTERVAL_SECONDS
 
@@ -65,6 +65,10 @@ CELERY_BEAT_SCHEDULE = {
     "checkpoint-audit-chain": {
         "task": "evidence.tasks.checkpoint_audit_chain",
         "schedule": AUDIT_CHECKPOINT_INTERVAL_SECONDS,
+    },
+    "sweep-lost-evidence-exports": {
+        "task": "evidence.tasks.sweep_lost_exports",
+        "schedule": EVIDENCE_EXPORT_SWEEP_INTERVAL_SECONDS,
     },
     "check-canaries": {
         "task": "monitoring.tasks.check_canaries",

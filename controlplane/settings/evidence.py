@@ -7,6 +7,10 @@ from .env import VAR_DIR, env, secret
 EVIDENCE_SIGNING_KEY = secret("EVIDENCE_SIGNING_KEY", default="")
 # How often beat signs a checkpoint of the chain's head (a truncated tail is then detected).
 AUDIT_CHECKPOINT_INTERVAL_SECONDS = env.int("AUDIT_CHECKPOINT_INTERVAL_SECONDS", default=300, minimum=1)
+# How often beat sends again the exports still queued long after they were sent (message lost).
+EVIDENCE_EXPORT_SWEEP_INTERVAL_SECONDS = env.int(
+    "EVIDENCE_EXPORT_SWEEP_INTERVAL_SECONDS", default=300, minimum=1
+)
 # A PDF is laid out in memory: larger exports are JSON or CSV, which stream.
 EVIDENCE_PDF_MAX_RUNS = env.int("EVIDENCE_PDF_MAX_RUNS", default=200, minimum=1)
 # Where the evidence page's packages are written; web and workers must share it.

@@ -2,19 +2,23 @@
 
 import hashlib
 import threading
+from datetime import UTC, datetime
 
 import pytest
 from django.db import connection
 
 from controlplane.identity import actor_for
+from controlplane.models import AuditEvent
 from evidence.collect import Scope
 from evidence.models import EvidenceExport
 from evidence.services import (
     evidence_export_build,
     evidence_export_failed,
     evidence_export_start,
+    evidence_exports_sweep_lost,
     export_path,
 )
+from evidence.tasks import sweep_lost_exports
 
 from .conftest import verifier
 
@@ -74,3 +78,36 @@ def test_two_deliveries_building_at_once_leave_one_intact_package(queued_export)
 
     assert errors == []
     assert_ready_and_intact(queued_export)
+
+
+@pytest.mark.django_db
+def test_an_export_whose_message_was_lost_is_sent_again_by_the_sweeper(
+    approved_and_compensated_run, auditor, settings, tmp_path, broker_down, django_capture_on_commit_callbacks
+):
+    settings.EVIDENCE_EXPORT_DIR = str(tmp_path)
+    with django_capture_on_commit_callbacks(execute=True):  # the broker refuses the build's message
+        export = evidence_export_start(
+            scope=Scope(run_id=str(approved_and_compensated_run.pk)),
+            format="json",
+            user=auditor,
+            actor=actor_for(auditor),
+        )
+    assert evidence_exports_sweep_lost() == 0  # not yet given up on
+
+    EvidenceExport.objects.filter(pk=export.pk).update(enqueued_at=datetime(2000, 1, 1, tzinfo=UTC))
+    with django_capture_on_commit_callbacks() as sent:
+        assert evidence_exports_sweep_lost() == 1
+    assert evidence_exports_sweep_lost() == 0  # sent again once, not at every sweep
+    assert len(sent) == 1
+    requeued = AuditEvent.objects.get(action="evidence.export_requeued")
+    assert (requeued.actor, requeued.object_id) == ("system:sweeper", str(export.pk))
+
+    evidence_export_build(export.pk)  # what the worker does with it
+    assert_ready_and_intact(export)
+
+
+def test_the_beat_sweeps_lost_exports_every_interval(settings):
+    assert settings.CELERY_BEAT_SCHEDULE["sweep-lost-evidence-exports"] == {
+        "task": sweep_lost_exports.name,
+        "schedule": settings.EVIDENCE_EXPORT_SWEEP_INTERVAL_SECONDS,
+    }
