@@ -25,12 +25,14 @@ COPY . .
 # Collect static files into the image. Production settings are used so that the
 # manifest that CompressedManifestStaticFilesStorage needs at run time is written
 # (development settings use the plain storage, which writes no manifest). The
-# SECRET_KEY and ALLOWED_HOSTS below exist only for this step: nothing is signed
-# with them and they are not kept in the image's environment.
+# SECRET_KEY, ALLOWED_HOSTS, DATABASE_URL and EVIDENCE_SIGNING_KEY below exist only for this
+# step, which neither signs, nor connects, nor checks the key: none is kept in the image.
 ARG BUILD_SECRET_KEY=collectstatic-build-step-only-not-a-secret
 RUN BATON_ENV=production \
     SECRET_KEY="${BUILD_SECRET_KEY}" \
     ALLOWED_HOSTS=build.invalid \
+    DATABASE_URL=sqlite:////tmp/baton-build/unused.sqlite3 \
+    EVIDENCE_SIGNING_KEY=collectstatic-build-step-only-not-a-key \
     BATON_VAR_DIR=/tmp/baton-build \
     python manage.py collectstatic --noinput \
     && rm -rf /tmp/baton-build

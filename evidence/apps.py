@@ -6,3 +6,10 @@ class EvidenceConfig(AppConfig):
 
     name = "evidence"
     append_only_tables = ("evidence_auditcheckpoint",)
+
+    def ready(self) -> None:
+        from django.core import checks
+
+        from .signing import check_signing_key
+
+        checks.register(check_signing_key, "evidence")

@@ -11,26 +11,39 @@ import hashlib
 import os
 from functools import cache
 
-from cryptography.exceptions import InvalidSignature
+from cryptography.exceptions import InvalidSignature, UnsupportedAlgorithm
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 from django.conf import settings
+from django.core import checks
 from django.core.exceptions import ImproperlyConfigured
 
 
 @cache
 def signing_key() -> Ed25519PrivateKey:
-    pem = settings.EVIDENCE_SIGNING_KEY
-    if not pem:
-        if settings.PRODUCTION:
-            raise ImproperlyConfigured(
-                "EVIDENCE_SIGNING_KEY (or EVIDENCE_SIGNING_KEY_FILE) is required when BATON_ENV=production"
-            )
-        pem = _local_key_pem()
-    key = serialization.load_pem_private_key(pem.encode(), password=None)
+    pem = settings.EVIDENCE_SIGNING_KEY or _local_key_pem()  # the settings require it in production
+    try:
+        key = serialization.load_pem_private_key(pem.encode(), password=None)
+    except (ValueError, TypeError, UnsupportedAlgorithm):
+        key = None
     if not isinstance(key, Ed25519PrivateKey):
-        raise ImproperlyConfigured("EVIDENCE_SIGNING_KEY must be an Ed25519 private key (PEM, PKCS#8)")
+        raise ImproperlyConfigured(
+            "EVIDENCE_SIGNING_KEY must be an unencrypted Ed25519 private key (PEM, PKCS#8), such as "
+            "`openssl genpkey -algorithm ed25519` writes"
+        )
     return key
+
+
+def check_signing_key(**kwargs) -> list[checks.CheckMessage]:
+    """A configured key that cannot sign stops `check` and `migrate` (a deployment's first
+    step), not the first evidence export or checkpoint."""
+    if not settings.EVIDENCE_SIGNING_KEY:
+        return []  # generated locally on first use
+    try:
+        signing_key()
+    except ImproperlyConfigured as error:
+        return [checks.Error(str(error), id="evidence.E001")]
+    return []
 
 
 def public_key_pem() -> str:

@@ -3,8 +3,11 @@
 Static checks only: nothing here starts a container or touches the database.
 """
 
+import os
 import re
 import shlex
+import subprocess
+import sys
 from pathlib import Path
 from urllib.parse import urlsplit
 
@@ -284,3 +287,28 @@ def test_web_and_worker_share_the_evidence_export_volume():
     export_dir = _environment(_service("web"))["EVIDENCE_EXPORT_DIR"]
     for service in ("web", "worker"):
         assert f"evidence-exports:{export_dir}" in _service(service)["volumes"]
+
+
+def test_the_images_build_step_satisfies_the_production_settings(tmp_path):
+    """collectstatic runs under production settings while the image is built: the variables the
+    Dockerfile gives that step must be enough for them (as `docker build` would find out)."""
+    step = re.search(
+        r"^RUN (BATON_ENV=production.*?collectstatic --noinput)", DOCKERFILE.read_text(), re.M | re.S
+    )
+    build_args = dict(re.findall(r"^ARG (\w+)=(\S+)$", DOCKERFILE.read_text(), re.MULTILINE))
+    given = {
+        name: re.sub(r"\$\{(\w+)\}", lambda arg: build_args[arg[1]], value.strip('"'))
+        for name, value in re.findall(r"(\w+)=(\S+)", step[1])
+    }
+    environment = {k: v for k, v in os.environ.items() if k not in settings_names()} | given
+    environment["BATON_VAR_DIR"] = str(tmp_path)  # where the step's own files go
+    collected = subprocess.run(
+        [sys.executable, "manage.py", "collectstatic", "--noinput", "--dry-run"],
+        cwd=ROOT,
+        env=environment,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert collected.returncode == 0, collected.stderr[-2000:]

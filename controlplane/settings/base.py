@@ -87,6 +87,11 @@ TEMPLATES = [
     },
 ]
 
+if PRODUCTION and not secret("DATABASE_URL"):
+    raise ImproperlyConfigured(
+        "DATABASE_URL (or DATABASE_URL_FILE) is required when BATON_ENV=production: "
+        "without it Baton would keep its data in a SQLite file in BATON_VAR_DIR"
+    )
 DATABASES = {"default": database("DATABASE_URL", default=f"sqlite:///{VAR_DIR / 'baton.sqlite3'}")}
 if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
     # WAL and IMMEDIATE transactions let the web process and the worker write one file

@@ -8,6 +8,8 @@ import pytest
 from django.conf import settings
 from django.core.management import call_command
 
+from tests.support.keys import ed25519_pem
+
 pytestmark = pytest.mark.django_db
 
 
@@ -100,7 +102,7 @@ def test_modules_the_settings_name_import_first_in_a_fresh_process(dotted_path):
     assert result.returncode == 0, result.stderr
 
 
-def test_production_settings_pass_the_deploy_checks():
+def test_production_settings_pass_the_deploy_checks(tmp_path):
     result = _manage(
         "check",
         "--deploy",
@@ -109,6 +111,8 @@ def test_production_settings_pass_the_deploy_checks():
         BATON_ENV="production",
         SECRET_KEY="x" * 20 + "-a-long-production-secret-key-with-variety-1234567890",
         ALLOWED_HOSTS="baton.example.org",
+        DATABASE_URL=f"sqlite:///{tmp_path / 'baton.sqlite3'}",
+        EVIDENCE_SIGNING_KEY=ed25519_pem(),
     )
     assert result.returncode == 0, result.stdout + result.stderr
     assert "no issues" in result.stdout

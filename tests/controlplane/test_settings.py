@@ -10,10 +10,23 @@ import sys
 import pytest
 from django.conf import settings
 
+from tests.support.keys import ed25519_pem
 from tests.support.settings_names import settings_names
 
 # Variables a developer's shell or the test run may set, which would change what is checked.
-_OVERRIDDEN = {"BATON_ENV", "DEBUG", "SECRET_KEY", "ALLOWED_HOSTS", "LOG_LEVEL"}
+_OVERRIDDEN = {"BATON_ENV", "DEBUG", "SECRET_KEY", "ALLOWED_HOSTS", "LOG_LEVEL", "DATABASE_URL"}
+
+
+def production(tmp_path, **env: str) -> dict[str, str]:
+    """What a production start needs, with `env` over it."""
+    return {
+        "BATON_ENV": "production",
+        "SECRET_KEY": "a-long-production-secret-key-" + "k" * 40,
+        "ALLOWED_HOSTS": "baton.example.org",
+        "DATABASE_URL": f"sqlite:///{tmp_path / 'baton.sqlite3'}",
+        "EVIDENCE_SIGNING_KEY": ed25519_pem(),
+        **env,
+    }
 
 
 def _python(code: str, tmp_path, **env: str) -> subprocess.CompletedProcess:
@@ -127,12 +140,39 @@ for path in ("/healthz", "/readyz", "/login/"):
 
 
 def test_production_answers_health_probes_over_plain_http_and_redirects_everything_else(tmp_path):
-    result = _python(
-        _PROBE,
-        tmp_path,
-        BATON_ENV="production",
-        SECRET_KEY="a-long-production-secret-key-" + "k" * 40,
-        ALLOWED_HOSTS="baton.example.org",
-    )
+    result = _python(_PROBE, tmp_path, **production(tmp_path))
     assert result.returncode == 0, result.stderr
     assert result.stdout.split("\n")[:3] == ["/healthz 200", "/readyz 200", "/login/ 301"]
+
+
+@pytest.mark.parametrize(
+    ("missing", "message"),
+    [
+        ("DATABASE_URL", "DATABASE_URL (or DATABASE_URL_FILE) is required when BATON_ENV=production"),
+        (
+            "EVIDENCE_SIGNING_KEY",
+            "EVIDENCE_SIGNING_KEY (or EVIDENCE_SIGNING_KEY_FILE) is required when BATON_ENV=production",
+        ),
+    ],
+)
+def test_production_will_not_start_without_its_database_or_its_signing_key(tmp_path, missing, message):
+    assert _refusal(tmp_path, **production(tmp_path, **{missing: ""})).startswith(
+        f"django.core.exceptions.ImproperlyConfigured: {message}"
+    )
+
+
+def test_a_signing_key_that_cannot_sign_stops_the_deployment_checks(tmp_path):
+    environment = {k: v for k, v in os.environ.items() if k not in _OVERRIDDEN}
+    checked = subprocess.run(
+        [sys.executable, "manage.py", "check"],
+        cwd=settings.BASE_DIR,
+        env=environment
+        | {"BATON_VAR_DIR": str(tmp_path)}
+        | production(tmp_path, EVIDENCE_SIGNING_KEY="not a key"),
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert checked.returncode != 0
+    assert "evidence.E001" in checked.stderr and "EVIDENCE_SIGNING_KEY must be" in checked.stderr
