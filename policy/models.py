@@ -43,6 +43,18 @@ class PolicyDecision(models.Model):
             models.Index(fields=["run_id", "created_at"], name="decision_run_idx"),
             models.Index(fields=["bundle_digest", "-created_at"], name="decision_bundle_idx"),
             models.Index(fields=["allow", "-created_at"], name="decision_allow_idx"),
+            # The log filtered by failure (an outage's decisions) reads the failed ones alone;
+            # the rest, nearly all of them, are left out of the index and cost it no write.
+            models.Index(
+                fields=["failure", "-created_at", "-id"],
+                condition=~models.Q(failure=""),
+                name="decision_failure_idx",
+            ),
+            # A run's `run.start` is decided before the run exists, so it has no run id: its
+            # evidence finds it by the run's trace. Only decisions without a run are indexed.
+            models.Index(
+                fields=["trace_id"], condition=models.Q(run_id=""), name="decision_runless_trace_idx"
+            ),
         ]
 
     def __str__(self) -> str:

@@ -98,6 +98,8 @@ class Run(models.Model):
             models.Index(fields=["workflow", "-created_at"], name="run_workflow_created_idx"),
             models.Index(fields=["requested_by", "-created_at"], name="run_requester_created_idx"),
             models.Index(fields=["release_id", "-created_at"], name="run_release_created_idx"),
+            # Clients look up the runs of a business case (GET /api/v1/runs?case_id=).
+            models.Index(fields=["case_id", "-created_at"], name="run_case_created_idx"),
             # No index on lease_expires_at: each step moves it, and an indexed column changed
             # makes every update write all the indexes again, where an update of unindexed
             # columns stays on its page (HOT). The sweeper finds active runs by status.
@@ -237,6 +239,12 @@ class PendingAction(models.Model):
             ),
             models.Index(fields=["approver_group", "-created_at", "-id"], name="pending_group_recent_idx"),
             models.Index(fields=["-created_at", "-id"], name="pending_recent_idx"),
+            # The history filtered by the day of the decision; open requests have none.
+            models.Index(
+                fields=["decided_at"],
+                condition=models.Q(decided_at__isnull=False),
+                name="pending_decided_idx",
+            ),
             # Counting a reviewer's open requests reads this index alone, however long the history.
             models.Index(
                 fields=["approver_group", "sensitivity_rank", "requested_by"],

@@ -196,6 +196,37 @@ def test_the_dashboard_takes_the_same_queries_for_few_or_many_runs(canary, signe
     assert queries() == few
 
 
+def test_the_dashboards_incidents_take_the_same_queries_for_few_or_many(canary, signed_in, platform_user):
+    from django.db import connection
+    from django.test.utils import CaptureQueriesContext
+
+    client = signed_in(platform_user)
+    channels = [canary, *(Channel.objects.create(workflow=WORKFLOW, name=f"lane-{n}") for n in range(4))]
+
+    def pulled(count: int) -> None:
+        for n in range(count):
+            Incident.objects.create(
+                kind=Incident.Kind.AUTO_ROLLBACK,
+                channel=channels[n % len(channels)],
+                release=canary.release,
+                baseline=canary.baseline,
+                breaches=["exception leakage 40.0% against the baseline's 0.0%"],
+                release_metrics={},
+                baseline_metrics={},
+            )
+
+    def queries() -> int:
+        with CaptureQueriesContext(connection) as captured:
+            assert client.get("/monitoring/").status_code == 200
+        return len(captured)
+
+    pulled(1)
+    few = queries()
+    pulled(9)
+    assert queries() == few
+    assert client.get("/monitoring/").content.decode().count("exception leakage 40.0%") == 10
+
+
 def test_metrics_need_the_token_or_a_platform_sign_in(client, signed_in, platform_user, reviewer, settings):
     settings.METRICS_TOKEN = "scrape-secret"
     RunFactory(status="dead_lettered")
