@@ -13,19 +13,12 @@ import time
 from dataclasses import dataclass, replace
 from importlib import import_module
 
-from prometheus_client import Counter
-
 from controlplane.telemetry import span
 
 from . import breaker
 
 logger = logging.getLogger(__name__)
 
-FALLBACKS = Counter(
-    "baton_model_fallbacks",
-    "Model calls that moved on to the next model config of the fallback chain.",
-    ["from_config", "to_config"],
-)
 _PROVIDERS = frozenset({"builtin", "openai_compatible"})  # adapter modules: config text picks only these
 _REPAIR_ECHO_CHARS = 4000
 
@@ -142,7 +135,6 @@ def complete_with_fallback(requests: list[ModelRequest]) -> ModelReply:
                 exc,
                 following.config_name,
             )
-            FALLBACKS.labels(from_config=request.config_name, to_config=following.config_name).inc()
             failed.append(request.config_name)
     return replace(complete(requests[-1]), fallbacks=tuple(failed))
 

@@ -16,17 +16,11 @@ from typing import TypeVar
 import pybreaker
 import redis
 from django.conf import settings
-from prometheus_client import Gauge
 
 logger = logging.getLogger(__name__)
 
 T = TypeVar("T")
 
-CIRCUIT_OPEN = Gauge(
-    "baton_model_circuit_open",
-    "1 while the circuit breaker of a model endpoint is open, 0 while closed or probing.",
-    ["endpoint"],
-)
 _breakers: dict[str, pybreaker.CircuitBreaker] = {}
 _breakers_lock = threading.Lock()
 
@@ -75,7 +69,6 @@ class _Observer(pybreaker.CircuitBreakerListener):
         old_state: pybreaker.CircuitBreakerState | None,
         new_state: pybreaker.CircuitBreakerState,
     ) -> None:
-        CIRCUIT_OPEN.labels(endpoint=cb.name).set(1 if new_state.name == pybreaker.STATE_OPEN else 0)
         if new_state.name == pybreaker.STATE_OPEN:
             logger.warning("circuit opened for model endpoint %s", cb.name)
         elif old_state is not None and new_state.name == pybreaker.STATE_CLOSED:
@@ -97,7 +90,6 @@ def _breaker(key: str) -> pybreaker.CircuitBreaker:
                 listeners=[_Observer()],
                 throw_new_error_on_trip=False,  # the failure that trips the circuit is the better message
             )
-            CIRCUIT_OPEN.labels(endpoint=key).set(int(breaker.current_state == pybreaker.STATE_OPEN))
     # Read on every call so that a settings change applies without restarting workers.
     breaker.fail_max = int(getattr(settings, "MODEL_CIRCUIT_FAILURES", 5))
     breaker.reset_timeout = float(getattr(settings, "MODEL_CIRCUIT_RESET_SECONDS", 30))

@@ -3,6 +3,8 @@
 from datetime import timedelta
 
 import pytest
+import redis
+from django.conf import settings
 from django.core import mail
 from django.utils import timezone
 
@@ -249,6 +251,20 @@ def test_metrics_need_the_token_or_a_platform_sign_in(client, signed_in, platfor
         assert name in text
     assert signed_in(reviewer).get("/metrics").status_code == 403
     assert signed_in(platform_user).get("/metrics").status_code == 200
+
+
+@pytest.mark.skipif(not settings.REDIS_URL, reason="circuits are shared through Redis")
+def test_the_scrape_shows_the_circuits_every_worker_shares(signed_in, platform_user):
+    """Workers keep each model endpoint's circuit in Redis; any web process reports all of them."""
+    endpoint = "openai_compatible|http://llm.internal/v1|qwen2.5-7b-instruct"
+    state = redis.Redis.from_url(settings.REDIS_URL)
+    key = f"baton:model-circuit:{endpoint}:pybreaker:state"
+    state.set(key, "open")
+    try:
+        text = signed_in(platform_user).get("/metrics").content.decode()
+    finally:
+        state.delete(key)
+    assert f'baton_model_circuit_open{{endpoint="{endpoint}"}} 1.0' in text
 
 
 def test_trend_lines_scale_rates_and_draw_a_single_day_level():
