@@ -1,5 +1,7 @@
 """Policy pages: the decision log and impact analysis, for operators and auditors."""
 
+import json
+
 from django.http import HttpRequest, HttpResponse
 from django.shortcuts import get_object_or_404, render
 
@@ -35,9 +37,10 @@ def decision_list(request: HttpRequest) -> HttpResponse:
 
 @roles_required(PLATFORM, AUDITOR, ADMIN)
 def decision_detail(request: HttpRequest, pk: int) -> HttpResponse:
-    return render(
-        request, "policy/decision_detail.html", {"decision": get_object_or_404(PolicyDecision, pk=pk)}
-    )
+    decision = get_object_or_404(PolicyDecision, pk=pk)
+    # JSON, as a dry run (`POST /api/v1/policy/evaluate`) takes it back; the template escapes it.
+    input_json = json.dumps(decision.input, indent=2, ensure_ascii=False)
+    return render(request, "policy/decision_detail.html", {"decision": decision, "input_json": input_json})
 
 
 @roles_required(PLATFORM, AUDITOR, ADMIN)

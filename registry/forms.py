@@ -3,6 +3,8 @@
 from typing import Any, TypeVar
 
 from django import forms
+from django.utils.dateformat import format as date_format
+from django.utils.timezone import localtime
 
 from controlplane.pages import ServiceForm
 
@@ -108,7 +110,7 @@ class RollbackForm(ServiceForm):
 
 class ReleaseChoiceField(forms.ModelChoiceField):
     def label_from_instance(self, obj: Release) -> str:
-        return f"{obj.workflow} · {obj.pk} · {obj.created_at:%Y-%m-%d %H:%M}"
+        return f"{obj.workflow} · {obj.pk} · {date_format(localtime(obj.created_at), 'Y-m-d H:i T')}"
 
 
 class ReleaseDiffForm(forms.Form):

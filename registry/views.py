@@ -208,10 +208,9 @@ def release_promote(request: HttpRequest, release_id: str) -> HttpResponse:
 @require_POST
 def channel_rollback(request: HttpRequest, release_id: str, channel: str) -> HttpResponse:
     release = _release_or_404(release_id)
-    # Only a channel still on this release: a second click must not roll back one step further.
-    target: Channel = get_object_or_404(
-        selectors.channels_list(workflow=release.workflow), name=channel, release=release
-    )
+    # A channel that has left this release meanwhile (a second click, another tab) is refused by
+    # the service with the reason, never rolled back one step further.
+    target: Channel = get_object_or_404(selectors.channels_list(workflow=release.workflow), name=channel)
     form = forms.RollbackForm(request.POST)
     rolled_back = form.submit(
         lambda data: release_services.channel_rollback(

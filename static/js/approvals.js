@@ -99,6 +99,19 @@
     if (row) mark(row);
   });
 
+  /* A request opened from its link (a click, a tap, Enter) takes the focus to its panel, next to
+   * Tab and a screen reader; on a phone the panel sits below the list, out of sight, so its top
+   * is brought into view. j/k leave the focus and the scrolling as they are. */
+  document.addEventListener("htmx:afterSwap", (event) => {
+    const source = event.detail.requestConfig && event.detail.requestConfig.elt;
+    const opened = event.detail.target.id === "approval-panel" && source && source.matches("a.approval-open");
+    const panel = opened && event.detail.target.querySelector("[data-approval-id]");
+    if (!panel) return;
+    panel.focus({ preventScroll: true });
+    const top = panel.getBoundingClientRect().top;
+    if (top < 0 || top > window.innerHeight / 2) panel.scrollIntoView({ block: "start" });
+  });
+
   /* A page opened on one request (the detail page) starts with it selected. */
   document.addEventListener("DOMContentLoaded", () => {
     const panel = document.querySelector("#approval-panel [data-approval-id]");

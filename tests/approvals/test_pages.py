@@ -381,6 +381,18 @@ def test_tool_arguments_and_model_outputs_are_rendered_inert(signed_in, reviewer
     assert escape(HOSTILE) in detail and "because &lt;img" in detail and "writer&lt;img" in detail
 
 
+def test_the_panel_says_on_which_day_and_in_which_zone_each_step_finished(signed_in, reviewer):
+    """A request may wait days: a bare time of day would not say when the agent worked."""
+    pending = pending_request()
+    two_days_ago = timezone.now() - timedelta(days=2)
+    StepCheckpoint.objects.create(
+        run=pending.run, sequence=1, state="draft", started_at=two_days_ago, output={"reply": "ok"}
+    )
+    StepCheckpoint.objects.filter(run=pending.run).update(finished_at=two_days_ago)
+    panel = html_of(signed_in(reviewer).get(f"/approvals/{pending.pk}/", HTTP_HX_REQUEST="true"))
+    assert f"{timezone.localtime(two_days_ago):%Y-%m-%d %H:%M:%S} UTC</time>" in panel
+
+
 # --- Deciding without JavaScript ----------------------------------------------------------------
 
 

@@ -1,3 +1,7 @@
+import json
+import re
+from html import unescape
+
 import pytest
 from django.db import connection
 from django.test.utils import CaptureQueriesContext
@@ -33,6 +37,14 @@ def test_decision_detail_shows_the_redacted_input(signed_in, platform_user):
     decision = policy_decide("tool.call", {**tool_call(10), "args": {"card": "4111<b>"}}, bundle=bundle())
     html = signed_in(platform_user).get(f"/policy/decisions/{decision.decision_id}/").content.decode()
     assert "tool.call" in html and "[redacted]" in html and "4111" not in html
+
+
+def test_decision_input_is_shown_as_json_a_dry_run_takes_back(signed_in, platform_user):
+    """README: a dry run's input is "an input document, as shown on a decision's page"."""
+    decision = policy_decide("tool.call", tool_call(10), bundle=bundle())
+    html = signed_in(platform_user).get(f"/policy/decisions/{decision.decision_id}/").content.decode()
+    shown = re.search(r'<pre tabindex="0" class="json">(.*?)</pre>', html, re.DOTALL).group(1)
+    assert json.loads(unescape(shown)) == PolicyDecision.objects.get(pk=decision.decision_id).input
 
 
 def test_reviewers_and_requesters_cannot_see_decisions(signed_in, reviewer):

@@ -2,6 +2,7 @@ import pytest
 import yaml
 from django.db import connection
 from django.test.utils import CaptureQueriesContext
+from django.utils import timezone
 
 from controlplane.identity import PLATFORM, actor_for
 from controlplane.models import AuditEvent
@@ -242,11 +243,16 @@ def test_promote_to_staging_then_roll_back(signed_in, platform_user, release):
     assert (last.action, last.reason, last.actor) == ("rollback", "bad replies", "user:platform")
     assert AuditEvent.objects.filter(action="channel.rolled_back", object_id=str(staging.pk)).count() == 1
 
+    # A second click (or a tab opened before the rollback) is told why nothing happened.
     again = client.post(
-        f"/registry/releases/{newer.pk}/channels/staging/rollback/", {"reason": "double click"}
+        f"/registry/releases/{newer.pk}/channels/staging/rollback/",
+        {"reason": "double click"},
+        HTTP_HX_REQUEST="true",
     )
-    assert again.status_code == 404  # staging no longer runs `newer`: nothing to roll back from here
+    assert again.status_code == 409 and 'id="page"' in again.content.decode()
+    assert f"{staging} no longer points at {newer.pk}; nothing was rolled back." in again.content.decode()
     assert ChannelChange.objects.filter(channel=staging).count() == 3
+    assert client.post(f"/registry/releases/{newer.pk}/channels/nowhere/rollback/").status_code == 404
 
 
 def test_a_canary_needs_its_percentage(signed_in, platform_user, release):
@@ -324,6 +330,12 @@ def test_diff_shows_a_changed_prompt_line_by_line(signed_in, reviewer, platform_
     assert '<span class="diff-file">--- triage@1</span>' in html
     assert '<span class="status status-changed">changed</span> prompt <code>triage</code>' in html
     assert html.count("status-unchanged") == len(release.artifacts.all()) - 1
+
+
+def test_the_releases_to_compare_name_the_zone_of_their_time(signed_in, reviewer, release):
+    html = signed_in(reviewer).get("/registry/releases/diff/").content.decode()
+    created = timezone.localtime(release.created_at)
+    assert f"{release.workflow} · {release.pk} · {created:%Y-%m-%d %H:%M} UTC</option>" in html
 
 
 def test_diff_needs_two_releases_of_one_workflow(signed_in, reviewer, platform_user, release):

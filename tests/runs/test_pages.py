@@ -143,7 +143,7 @@ def test_run_rows_refresh_at_the_filtered_address(signed_in, platform_user):
 def test_run_list_pages_keep_the_filters(signed_in, platform_user):
     RunFactory.create_batch(51, release_id="rel_many")
     page = signed_in(platform_user).get("/runs/?release=rel_many").content.decode()
-    assert 'href="?release=rel_many&amp;page=2"' in page
+    assert 'href="/runs/?release=rel_many&amp;page=2"' in page
 
 
 def test_run_list_query_count_does_not_grow_with_released_runs(signed_in, platform_user):
@@ -511,9 +511,35 @@ def test_runs_filter_by_agent_for_the_agent_page(signed_in, platform_user, demo_
     assert (
         'hx-get="/runs/?agent=case_manager"' in client.get("/registry/agents/case_manager/").content.decode()
     )
+    nobodys = client.get("/runs/?agent=nobody", HTTP_HX_REQUEST="true").content.decode()
+    assert "No run matches these filters." in nobodys
 
 
-def test_times_on_a_run_page_name_their_zone(signed_in, requester):
+def test_the_agent_filter_shows_and_survives_the_other_filters(signed_in, platform_user):
+    page = signed_in(platform_user).get("/runs/?agent=case_manager").content.decode()
+    assert "Runs of releases that use agent <code>case_manager</code>" in page
+    assert '<input type="hidden" name="agent" value="case_manager">' in page  # sent with every filter
+
+
+def test_run_rows_shown_on_another_page_link_their_pages_to_the_run_list(
+    signed_in, platform_user, demo_registry
+):
+    """The agent page loads its recent runs from the run list: their pager leads to that list."""
+    RunFactory.create_batch(51, release_id=demo_registry.releases[0])
+    rows = signed_in(platform_user).get("/runs/?agent=case_manager", HTTP_HX_REQUEST="true").content.decode()
+    assert 'href="/runs/?agent=case_manager&amp;page=2">Next</a>' in rows
+
+
+def test_times_on_a_run_page_name_their_day_and_zone(signed_in, requester):
+    """A run may wait days for an approval: its steps and transitions say on which day, too."""
     run = RunFactory(requested_by=requester)
+    event = record("system:worker", "run.started", run, {"state": "classify"}, run_id=run.pk)
+    two_days_ago = timezone.now() - timedelta(days=2)
+    StepCheckpoint.objects.create(
+        run=run, sequence=1, state="classify", started_at=two_days_ago, output={"intent": "refund"}
+    )
+    StepCheckpoint.objects.filter(run=run).update(finished_at=two_days_ago)
     html = signed_in(requester).get(f"/runs/{run.pk}/").content.decode()
     assert f"{timezone.localtime(run.created_at):%Y-%m-%d %H:%M:%S} UTC" in html
+    assert f"{timezone.localtime(event.created_at):%Y-%m-%d %H:%M:%S.%f} UTC</time>" in html
+    assert f"{timezone.localtime(two_days_ago):%Y-%m-%d %H:%M:%S} UTC</time>" in html
