@@ -5,11 +5,12 @@ rendered as JSON or plain text and always escaped by the templates.
 """
 
 import json
+import re
 from typing import Any
 
 from django import forms
 from django.contrib.auth.decorators import login_required
-from django.db.models import Prefetch, QuerySet
+from django.db.models import Prefetch, Q, QuerySet
 from django.http import HttpRequest, HttpResponse
 from django.shortcuts import get_object_or_404, render
 from django.urls import reverse
@@ -29,6 +30,8 @@ from .models import Effect, MapBranch, Payload, PendingAction, Run, StepCheckpoi
 from .services import run_cancel, run_retry
 from .services.operations import CANCELLABLE, RETRYABLE
 from .workflows import BUILTIN_WORKFLOWS
+
+WHOLE_RELEASE_ID = re.compile(r"rel_[0-9a-f]{16}")  # as the registry names releases
 
 AGES = {"hour": ("last hour", 3600), "day": ("last day", 86_400), "week": ("last week", 7 * 86_400)}
 DEAD_LETTERS = (Run.Status.DEAD_LETTERED, Run.Status.COMPENSATION_FAILED)
@@ -69,6 +72,17 @@ def _workflow_names() -> list[str]:
     return sorted({*BUILTIN_WORKFLOWS, *Release.objects.values_list("workflow", flat=True).distinct()})
 
 
+def _release_matches(typed: str) -> Q:
+    """Runs of the release with this id, or whose id starts so (`rel_` may be left out). A whole
+    id is matched exactly, which the release index answers: the links pass whole ids, and the
+    filtered rows refresh every 3 seconds."""
+    typed = typed.lower()
+    prefix = typed if typed.startswith("rel_") or "rel_".startswith(typed) else f"rel_{typed}"
+    if WHOLE_RELEASE_ID.fullmatch(prefix):
+        return Q(release_id=prefix)
+    return Q(release_id__startswith=prefix)
+
+
 @login_required
 def run_list(request: HttpRequest) -> HttpResponse:
     filters = {
@@ -80,7 +94,7 @@ def run_list(request: HttpRequest) -> HttpResponse:
     if filters["workflow"]:
         runs = runs.filter(workflow=filters["workflow"])
     if filters["release"]:
-        runs = runs.filter(release_id__icontains=filters["release"])
+        runs = runs.filter(_release_matches(filters["release"]))
     if filters["agent"]:
         runs = runs.filter(
             release_id__in=ReleaseAgent.objects.filter(agent__slug=filters["agent"]).values("release_id")

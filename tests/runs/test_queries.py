@@ -44,3 +44,18 @@ def test_the_runs_of_a_case_are_found_by_index(platform_user, client_for):
 
     assert [run["id"] for run in found] == [str(wanted.pk)]
     assert all("run_case_created_idx" in plan for plan in plans), plans
+
+
+@postgresql_only
+def test_the_runs_of_a_whole_release_id_are_found_by_index(signed_in, platform_user):
+    client = signed_in(platform_user)
+    wanted = RunFactory(release_id="rel_0123456789abcdef", case_id="CASE-OF-THE-RELEASE")
+    others = RunFactory.build_batch(3000, requested_by=platform_user, release_id="rel_fedcba9876543210")
+    Run.objects.bulk_create(others)
+
+    for typed in ("rel_0123456789abcdef", "0123456789ABCDEF", "rel_0123"):  # whole, no rel_, a prefix
+        assert wanted.case_id in client.get(f"/runs/?release={typed}").content.decode(), typed
+    whole = "/runs/?release=rel_0123456789abcdef"
+    plans = plans_reading("runs_run", lambda: client.get(whole), where="release_id")
+
+    assert all("run_release_created_idx" in plan for plan in plans), plans
