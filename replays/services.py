@@ -41,8 +41,9 @@ SWEEPER_ACTOR = "system:sweeper"
 # for lost early; one merely waiting behind a long queue is sent again at most this often.
 REQUEUE_AFTER_SECONDS = 600
 SENT_AGAIN_IF_LOST = f"the sweeper sends it again after {REQUEUE_AFTER_SECONDS} s"
-# Still moving: their recording is not final, so a replay would compare against half a run.
-NOT_REPLAYABLE = (Run.Status.QUEUED, Run.Status.RUNNING, Run.Status.COMPENSATING)
+# Not finished: their recording is not final, so a replay would compare against half a run (one
+# waiting for a reviewer would be "reproduced" up to a decision it never had).
+NOT_REPLAYABLE = (Run.Status.QUEUED, Run.Status.RUNNING, Run.Status.WAITING_APPROVAL, Run.Status.COMPENSATING)
 
 
 def replay_request(
@@ -61,7 +62,7 @@ def replay_request(
     what_if = release is not None and release.pk != run.release_id
     _check_rights(user, api_key, what_if=what_if)
     if run.status in NOT_REPLAYABLE:
-        raise Conflict(f"A {run.status} run is still moving; replay it once it has stopped.")
+        raise Conflict(f"A {run.status} run has not finished; replay it once it has stopped.")
     if release is not None and not run.release_id:
         raise InvalidInput(
             "A built-in workflow has no releases: it can only be replayed on its own code.",

@@ -236,10 +236,11 @@ def test_who_may_replay_and_what(finished_demo, auditor, requester, reviewer, pl
     builtin = next(r for r in finished_demo if r.workflow.startswith("builtin."))
     with pytest.raises(InvalidInput, match="built-in"):
         services.replay_request(run=builtin, release=canary, reason="no releases", user=platform_user)
-    Run.objects.filter(pk=run.pk).update(status=Run.Status.RUNNING)
-    run.refresh_from_db()
-    with pytest.raises(Conflict, match="still moving"):
-        services.replay_request(run=run, reason="too early", user=platform_user)
+    for unfinished in (Run.Status.RUNNING, Run.Status.WAITING_APPROVAL):
+        Run.objects.filter(pk=run.pk).update(status=unfinished)
+        run.refresh_from_db()
+        with pytest.raises(Conflict, match=f"A {unfinished} run has not finished"):
+            services.replay_request(run=run, reason="too early", user=platform_user)
     with pytest.raises(Forbidden):
         services.replay_batch_request(release=canary, last_n=5, reason="evaluate", user=auditor)
     with pytest.raises(InvalidInput, match="between 1 and"):
