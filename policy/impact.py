@@ -5,7 +5,7 @@ from dataclasses import dataclass, field
 
 from .bundles import PolicyBundle
 from .models import PolicyDecision
-from .services import Decision, policy_evaluate
+from .services import Decision, policy_evaluate, without_redacted
 
 DEFAULT_SAMPLE = 1000
 
@@ -30,7 +30,8 @@ class ImpactReport:
 def impact_analysis(candidate: PolicyBundle, *, limit: int = DEFAULT_SAMPLE, point: str = "") -> ImpactReport:
     """Which of the last `limit` decisions the candidate would decide differently.
 
-    Inputs are replayed as logged, so fields redacted in the log are not available to the
+    Inputs are replayed as logged: the fields the log redacts (a tool call's arguments, a task's
+    input) are left out, as they are optional in every input, and so are not available to the
     candidate's rules.
     """
     decisions = PolicyDecision.objects.order_by("-created_at", "-pk")
@@ -39,7 +40,8 @@ def impact_analysis(candidate: PolicyBundle, *, limit: int = DEFAULT_SAMPLE, poi
     report = ImpactReport()
     for recorded in decisions[:limit].iterator(chunk_size=500):
         report.evaluated += 1
-        outcome = policy_evaluate(recorded.decision_point, recorded.input, bundle=candidate)
+        logged = without_redacted(recorded.decision_point, recorded.input)
+        outcome = policy_evaluate(recorded.decision_point, logged, bundle=candidate)
         change = _change(recorded, outcome)
         if change:
             report.changes.append(ChangedDecision(recorded, change, outcome))

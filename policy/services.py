@@ -8,6 +8,7 @@ written in the caller's transaction, so it is kept exactly when the action it go
 
 import logging
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -205,9 +206,30 @@ def decision_row(
 
 def redact(point: str, document: dict) -> dict:
     """A copy of `document` with the point's sensitive fields replaced by a marker."""
-    redacted = dict(document)
+
+    def mark(parent: dict, key: str) -> None:
+        parent[key] = REDACTED
+
+    return _sensitive_fields_changed(point, document, mark)
+
+
+def without_redacted(point: str, logged: dict) -> dict:
+    """A logged input without the fields the log replaced by its marker: every such field is
+    optional in its input, where the marker in its place would fail the input's schema."""
+
+    def drop(parent: dict, key: str) -> None:
+        if parent[key] == REDACTED:
+            del parent[key]
+
+    return _sensitive_fields_changed(point, logged, drop) if point in POINTS else logged
+
+
+def _sensitive_fields_changed(point: str, document: dict, change: Callable[[dict, str], None]) -> dict:
+    """A copy of `document` (shared where it is not changed) with `change(parent, key)` applied at
+    each of the point's sensitive fields that it holds."""
+    copied = dict(document)
     for path in POINTS[point].sensitive:
-        parent = redacted
+        parent = copied
         for key in path[:-1]:
             if not isinstance(parent.get(key), dict):
                 break
@@ -215,8 +237,8 @@ def redact(point: str, document: dict) -> dict:
             parent = parent[key]
         else:
             if path[-1] in parent:
-                parent[path[-1]] = REDACTED
-    return redacted
+                change(parent, path[-1])
+    return copied
 
 
 def _denied(failure: str, reason: str, engine: str, latency_us: int) -> Decision:

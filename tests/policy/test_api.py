@@ -13,6 +13,7 @@ from policy.services import decision_input, policy_decide
 from registry.services.artifacts import artifact_publish
 
 from .bundles import bundle
+from .test_default_bundle import CASES
 from .test_engine import RUN
 
 pytestmark = pytest.mark.django_db
@@ -58,6 +59,27 @@ def test_impact_analysis_lists_exactly_the_decisions_a_changed_rule_flips():
     assert sorted(c.decision.input["facts"]["amount"] for c in report.changes) == [600, 700]
     assert report.summary == {"approval removed": 2}
     assert impact_analysis(default).changes == []
+
+
+def test_impact_analysis_leaves_out_what_the_log_redacted_instead_of_reporting_a_change():
+    default = shipped_default_bundle()
+    with_arguments = decision_input(
+        "tool.call",
+        run=RUN,
+        agent={"slug": "a", "status": "active", "allowed_tools": {"crm": "irreversible"}},
+        tool={"name": "crm", "side_effect": "write"},
+        args={"case_id": "CASE-1", "refund_amount": 600, "note": "card 4242 4242 4242 4242"},
+        facts={"amount": 600, "confidence": 0.99},
+    )
+    started = decision_input("run.start", **CASES["run.start/active-agents"][1])
+    policy_decide("tool.call", with_arguments, bundle=default)
+    policy_decide("run.start", started, bundle=default)
+    assert PolicyDecision.objects.filter(input__args="[redacted]").exists()  # the log keeps no arguments
+
+    report = impact_analysis(default)
+
+    assert report.evaluated == 2 and report.changes == []
+    assert [c.decision.decision_point for c in impact_analysis(with_threshold(1000)).changes] == ["tool.call"]
 
 
 @pytest.mark.parametrize(
