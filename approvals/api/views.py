@@ -5,6 +5,7 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
+from controlplane.api.filters import KnownParametersFilterBackend
 from controlplane.api.pagination import NewestFirstPagination
 from controlplane.api.permissions import ScopedRolePermission, api_key_of
 from controlplane.identity import ADMIN, AUDITOR, PLATFORM, REVIEWER
@@ -52,7 +53,7 @@ class ApprovalFilter(django_filters.FilterSet):
         # Checked here, applied by the view: `requests_in_view_of` already narrowed to it.
         return queryset
 
-    def filter_rank(self, queryset, name, value):
+    def filter_rank(self, queryset, name, value: str):  # str: the schema shows names, not ranks
         ranks = (
             PendingAction.SENSITIVITY_RANKS
             if name == "sensitivity_rank"
@@ -87,7 +88,7 @@ class ApprovalListView(ReviewerReadFirst, generics.ListAPIView):
     required_roles = {"GET": READERS}
     serializer_class = ApprovalListSerializer
     filterset_class = ApprovalFilter
-    filter_backends = [django_filters.rest_framework.DjangoFilterBackend]
+    filter_backends = [KnownParametersFilterBackend]
 
     def filter_queryset(self, queryset):
         params = self.request.query_params

@@ -18,6 +18,8 @@ class ScopedRolePermission(BasePermission):
     def has_permission(self, request: Request, view) -> bool:
         if not (request.user and request.user.is_authenticated):
             return False
+        if not _implements(view, request.method):
+            return True  # nothing to allow: the view answers 405 with the methods it has
         method = "GET" if request.method in {"HEAD", "OPTIONS"} else request.method
         scope = getattr(view, "required_scopes", {}).get(method)
         if scope is None:
@@ -30,6 +32,11 @@ class ScopedRolePermission(BasePermission):
             self.message = f"This needs one of the roles: {', '.join(roles)}."
             return False
         return True
+
+
+def _implements(view, method: str) -> bool:
+    """Whether DRF would dispatch `method` to a handler of the view (as `APIView.dispatch` decides)."""
+    return method.lower() in view.http_method_names and hasattr(view, method.lower())
 
 
 def api_key_of(request: Request) -> ApiKey | None:

@@ -7,6 +7,7 @@ these with the right status; a client can branch on `type`.
 from django.core.exceptions import PermissionDenied as DjangoPermissionDenied
 from django.http import Http404, JsonResponse
 from rest_framework import exceptions, status
+from rest_framework.renderers import JSONRenderer
 from rest_framework.response import Response
 from rest_framework.views import exception_handler
 
@@ -67,7 +68,7 @@ def problem_exception_handler(exc: Exception, context: dict) -> Response | None:
         exc = exceptions.PermissionDenied()
     if isinstance(exc, ServiceError):
         body = problem(exc.status_code, exc.detail, errors=exc.errors)
-        return Response(body, status=exc.status_code, content_type=PROBLEM_CONTENT_TYPE)
+        return _as_json(Response(body, status=exc.status_code, content_type=PROBLEM_CONTENT_TYPE), context)
     response = exception_handler(exc, context)
     if response is None:
         return None
@@ -81,6 +82,15 @@ def problem_exception_handler(exc: Exception, context: dict) -> Response | None:
         detail = str(exc.detail) if hasattr(exc, "detail") else str(exc)
     response.data = problem(response.status_code, detail, errors=errors)
     response.content_type = PROBLEM_CONTENT_TYPE
+    return _as_json(response, context)
+
+
+def _as_json(response: Response, context: dict) -> Response:
+    """A problem is JSON whatever the view renders when it succeeds (the schema's YAML, the
+    docs' HTML): DRF renders an error with the renderer it chose for the request."""
+    request = context.get("request")
+    if request is not None:
+        request.accepted_renderer, request.accepted_media_type = JSONRenderer(), PROBLEM_CONTENT_TYPE
     return response
 
 

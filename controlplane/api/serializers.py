@@ -1,5 +1,6 @@
 """Serializer base classes shared by every app's API."""
 
+from drf_spectacular.extensions import OpenApiSerializerExtension
 from rest_framework import serializers
 
 
@@ -16,3 +17,13 @@ class StrictInputSerializer(serializers.Serializer):
             if unknown:
                 raise serializers.ValidationError({name: ["Unknown field."] for name in unknown})
         return super().to_internal_value(data)
+
+
+class StrictInputSchema(OpenApiSerializerExtension):
+    """The schema of a strict input says so: `additionalProperties: false`, as the API answers."""
+
+    target_class = StrictInputSerializer
+    match_subclasses = True
+
+    def map_serializer(self, auto_schema, direction) -> dict:
+        return auto_schema._map_basic_serializer(self.target, direction) | {"additionalProperties": False}

@@ -73,3 +73,12 @@ class DecisionResultSerializer(serializers.Serializer):
     quorum = serializers.IntegerField(allow_null=True)
     obligations = serializers.DictField()
     failure = serializers.CharField()
+
+
+class BundleUsedSerializer(serializers.Serializer):
+    name = serializers.CharField()
+    digest = serializers.CharField()
+
+
+class EvaluationResultSerializer(DecisionResultSerializer):
+    bundle = BundleUsedSerializer(help_text="The bundle that decided.")

@@ -5,6 +5,7 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
+from controlplane.api.filters import BooleanFilter, KnownParametersFilterBackend
 from controlplane.api.permissions import ScopedRolePermission
 from controlplane.api.schema import CHANGES_NOTHING
 from controlplane.errors import InvalidInput
@@ -12,6 +13,7 @@ from controlplane.identity import ADMIN, AUDITOR, PLATFORM
 
 from .. import selectors
 from ..bundles import PolicyBundle, bundle_by_ref, governance_bundle
+from ..decision_points import POINTS
 from ..engines import EngineError
 from ..engines.embedded import EmbeddedEngine
 from ..impact import impact_analysis
@@ -29,6 +31,10 @@ class PolicyPermissions:
 
 
 class DecisionFilter(django_filters.FilterSet):
+    decision_point = django_filters.ChoiceFilter(choices=[(point, point) for point in sorted(POINTS)])
+    allow = BooleanFilter()
+    require_approval = BooleanFilter()
+
     class Meta:
         model = PolicyDecision
         fields = [
@@ -45,7 +51,7 @@ class DecisionFilter(django_filters.FilterSet):
 class DecisionListView(PolicyPermissions, generics.ListAPIView):
     serializer_class = s.PolicyDecisionSerializer
     filterset_class = DecisionFilter
-    filter_backends = [django_filters.rest_framework.DjangoFilterBackend]
+    filter_backends = [KnownParametersFilterBackend]
 
     def get_queryset(self):
         return selectors.decisions_list()
@@ -78,7 +84,7 @@ class EvaluateView(PolicyPermissions, APIView):
     """Dry run: evaluate an input against a bundle; nothing is recorded."""
 
     @extend_schema(
-        request=s.EvaluateInputSerializer, responses=s.DecisionResultSerializer, extensions=CHANGES_NOTHING
+        request=s.EvaluateInputSerializer, responses=s.EvaluationResultSerializer, extensions=CHANGES_NOTHING
     )
     def post(self, request: Request) -> Response:
         serializer = s.EvaluateInputSerializer(data=request.data)

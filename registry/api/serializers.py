@@ -83,6 +83,15 @@ class AgentKeyInputSerializer(StrictInputSerializer):
     expires_days = serializers.IntegerField(required=False, min_value=1, max_value=3650)
 
 
+class IssuedKeySerializer(serializers.Serializer):
+    """A key as issued: the secret is shown this once."""
+
+    key = serializers.CharField(source="secret")
+    prefix = serializers.CharField(source="api_key.prefix")
+    scopes = serializers.ListField(child=serializers.CharField(), source="api_key.scopes")
+    expires_at = serializers.DateTimeField(source="api_key.expires_at", allow_null=True)
+
+
 class ArtifactSerializer(serializers.ModelSerializer):
     author = serializers.CharField(source="author.username", read_only=True)
 

@@ -9,6 +9,7 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
+from controlplane.api.filters import KnownParametersFilterBackend
 from controlplane.api.permissions import ScopedRolePermission, api_key_of
 from controlplane.identity import ADMIN, PLATFORM, actor_for
 
@@ -67,7 +68,7 @@ class AgentFilter(django_filters.FilterSet):
 class AgentListView(RegistryPermissions, generics.ListAPIView):
     serializer_class = s.AgentSerializer
     filterset_class = AgentFilter
-    filter_backends = [django_filters.rest_framework.DjangoFilterBackend]
+    filter_backends = [KnownParametersFilterBackend]
 
     def get_queryset(self):
         return selectors.agents_list().select_related("service_user")
@@ -111,7 +112,7 @@ class AgentLifecycleView(RegistryPermissions, APIView):
 class AgentKeyView(RegistryPermissions, APIView):
     """Issue the agent's own API key; shown once."""
 
-    @extend_schema(request=s.AgentKeyInputSerializer, responses={201: dict})
+    @extend_schema(request=s.AgentKeyInputSerializer, responses={201: s.IssuedKeySerializer})
     def post(self, request: Request, slug: str) -> Response:
         data = _valid(s.AgentKeyInputSerializer, request)
         issued = agent_services.agent_issue_key(
@@ -120,15 +121,7 @@ class AgentKeyView(RegistryPermissions, APIView):
             scopes=data.get("scopes", agent_services.AGENT_KEY_SCOPES),
             expires_in=timedelta(days=data["expires_days"]) if "expires_days" in data else None,
         )
-        return Response(
-            {
-                "key": issued.secret,
-                "prefix": issued.api_key.prefix,
-                "scopes": issued.api_key.scopes,
-                "expires_at": issued.api_key.expires_at,
-            },
-            status=status.HTTP_201_CREATED,
-        )
+        return Response(s.IssuedKeySerializer(issued).data, status=status.HTTP_201_CREATED)
 
 
 class ArtifactListView(RegistryPermissions, generics.ListAPIView):
@@ -169,7 +162,11 @@ class ArtifactVersionsView(RegistryPermissions, generics.ListAPIView):
         return super().get(request, *args, **kwargs)
 
     def get_queryset(self):
-        return selectors.artifact_versions(self.kwargs["kind"], self.kwargs["name"])
+        kind, name = self.kwargs["kind"], self.kwargs["name"]
+        versions = selectors.artifact_versions(kind, name)
+        if not versions.exists():  # a misspelt name is not an artifact without versions
+            raise NotFound(f"No {kind} artifact {name!r}.")
+        return versions
 
 
 class ArtifactVersionView(RegistryPermissions, generics.RetrieveAPIView):
@@ -184,7 +181,7 @@ class ArtifactVersionView(RegistryPermissions, generics.RetrieveAPIView):
 
 class ReleaseListView(RegistryPermissions, generics.ListAPIView):
     serializer_class = s.ReleaseSummarySerializer
-    filter_backends = [django_filters.rest_framework.DjangoFilterBackend]
+    filter_backends = [KnownParametersFilterBackend]
     filterset_fields = ["workflow"]
 
     def get_queryset(self):
@@ -250,7 +247,7 @@ class ReleasePromoteView(RegistryPermissions, APIView):
 
 class ReleaseDiffView(RegistryPermissions, APIView):
     @extend_schema(
-        parameters=[OpenApiParameter("against", str, description="The older release id.")],
+        parameters=[OpenApiParameter("against", str, required=True, description="The older release id.")],
         responses=s.ArtifactChangeSerializer(many=True),
     )
     def get(self, request: Request, pk: str) -> Response:
@@ -266,7 +263,7 @@ class ReleaseDiffView(RegistryPermissions, APIView):
 class ChannelListView(RegistryPermissions, generics.ListAPIView):
     serializer_class = s.ChannelSerializer
     pagination_class = None
-    filter_backends = [django_filters.rest_framework.DjangoFilterBackend]
+    filter_backends = [KnownParametersFilterBackend]
     filterset_fields = ["workflow", "name"]
 
     def get_queryset(self):

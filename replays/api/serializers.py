@@ -21,7 +21,9 @@ class ReplayBatchInputSerializer(StrictInputSerializer):
 
 
 class ReplaySerializer(serializers.ModelSerializer):
-    requested_by = serializers.CharField(source="requested_by.username", default=None)
+    requested_by = serializers.CharField(
+        source="requested_by.username", default=None, allow_null=True, help_text="None for a shadow replay."
+    )
 
     class Meta:
         model = Replay

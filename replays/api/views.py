@@ -6,6 +6,7 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
+from controlplane.api.filters import KnownParametersFilterBackend
 from controlplane.api.permissions import ScopedRolePermission, api_key_of
 from controlplane.identity import ADMIN, AUDITOR, PLATFORM
 from registry.models import Release
@@ -56,6 +57,7 @@ class ReplayListView(generics.ListAPIView):
     required_roles = {"GET": READERS}
     serializer_class = ReplaySerializer
     filterset_class = ReplayFilter
+    filter_backends = [KnownParametersFilterBackend]
 
     def get_queryset(self):
         return selectors.replays()

@@ -7,6 +7,7 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
+from controlplane.api.filters import KnownParametersFilterBackend
 from controlplane.api.permissions import ScopedRolePermission, api_key_of
 from controlplane.identity import ADMIN, PLATFORM, actor_for
 
@@ -77,7 +78,7 @@ class RunListView(generics.ListAPIView):
     required_scopes = {"GET": "runs:read"}
     serializer_class = RunListSerializer
     filterset_class = RunFilter
-    filter_backends = [django_filters.rest_framework.DjangoFilterBackend]
+    filter_backends = [KnownParametersFilterBackend]
 
     def get_queryset(self):
         return selectors.runs_visible_to(self.request.user)

@@ -14,6 +14,7 @@ from rest_framework.test import APIClient
 
 from controlplane.identity import SCOPES
 from registry.models import Agent, Artifact, Release
+from replays.models import Replay
 from replays.services import replay_batch_request
 from runs.models import PendingAction, Run
 from tests.factories import RunFactory, UserFactory
@@ -35,9 +36,17 @@ FORMATS.checks("uri", raises=ValidationError)(lambda value: URLValidator()(value
 
 
 @pytest.fixture(scope="module")
-def served_schema():
-    """The schema /api/schema/ serves, its OpenAPI 3.0 `nullable` spelled as JSON Schema."""
-    return _json_schema_nulls(SchemaGenerator().get_schema(request=None, public=True))
+def openapi_schema():
+    """The schema /api/schema/ serves."""
+    return SchemaGenerator().get_schema(request=None, public=True)
+
+
+@pytest.fixture(scope="module")
+def served_schema(openapi_schema):
+    """The served schema, its OpenAPI 3.0 `nullable` spelled as JSON Schema, and every object
+    closed to fields it does not name (an answer's undocumented field fails) unless it says
+    otherwise."""
+    return _closed_objects(_json_schema_nulls(openapi_schema))
 
 
 def _json_schema_nulls(schema):
@@ -47,6 +56,17 @@ def _json_schema_nulls(schema):
         return schema
     converted = {key: _json_schema_nulls(value) for key, value in schema.items() if key != "nullable"}
     return {"anyOf": [converted, {"type": "null"}]} if schema.get("nullable") is True else converted
+
+
+def _closed_objects(schema):
+    if isinstance(schema, list):
+        return [_closed_objects(item) for item in schema]
+    if not isinstance(schema, dict):
+        return schema
+    converted = {key: _closed_objects(value) for key, value in schema.items()}
+    if schema.get("type") == "object" and "properties" in schema:
+        converted.setdefault("additionalProperties", False)
+    return converted
 
 
 def _operation_of(schema: dict, method: str, path: str) -> tuple[str, dict]:
@@ -89,6 +109,8 @@ def everything(client_for, admin_user, platform_user, requester, demo_registry):
     )
     release = Release.objects.get()
     batch = replay_batch_request(release=release, last_n=1, reason="contract", user=platform_user)
+    # A shadow rollout's replay, which the control plane asks for itself: no person requested it.
+    Replay.objects.create(run_id=run_id, release_id=release.pk, mode="what_if", reason="shadow", shadow=True)
     artifact = Artifact.objects.order_by("pk").first()
     return {
         "api": api,
@@ -141,6 +163,7 @@ def test_writes_answer_as_documented(served_schema, everything):
     run = submitted.json()["run_id"]
     writes = [
         ("/api/v1/tasks", 201, submitted),
+        ("/api/v1/agents/ownerless/keys", 201, api.post("/api/v1/agents/ownerless/keys", {}, format="json")),
         (
             f"/api/v1/runs/{run}/cancel",
             200,
@@ -206,3 +229,29 @@ def test_every_operation_documents_its_problems(client, requester):
     dry_run = schema["paths"]["/api/v1/policy/evaluate"]["post"]
     assert "409" not in dry_run["responses"] and dry_run["x-changes-nothing"] is True
     assert "409" in schema["paths"]["/api/v1/runs/{id}/cancel"]["post"]["responses"]
+
+
+def test_the_schema_says_what_the_api_refuses(openapi_schema):
+    """A client built from the schema sends what the API takes: request bodies closed to unknown
+    fields, query enums of their parameter's type, page sizes within bounds, required queries."""
+    schemas = openapi_schema["components"]["schemas"]
+    for template, operations in openapi_schema["paths"].items():
+        for method, operation in operations.items():
+            where = f"{method.upper()} {template}"
+            if "requestBody" in operation:
+                body = operation["requestBody"]["content"]["application/json"]["schema"]
+                assert schemas[body["$ref"].split("/")[-1]]["additionalProperties"] is False, where
+            for parameter in operation.get("parameters", []):
+                schema = parameter["schema"]
+                python_type = {"string": str, "integer": int, "boolean": bool}[schema["type"]]
+                assert all(isinstance(value, python_type) for value in schema.get("enum", [])), (
+                    where,
+                    parameter,
+                )
+                if parameter["name"] == "page_size":
+                    assert (schema["minimum"], schema["maximum"]) == (1, 200), where
+    diff = openapi_schema["paths"]["/api/v1/releases/{id}/diff"]["get"]["parameters"]
+    assert next(p for p in diff if p["name"] == "against")["required"] is True
+    issued = openapi_schema["paths"]["/api/v1/agents/{slug}/keys"]["post"]["responses"]["201"]
+    key = issued["content"]["application/json"]["schema"]["$ref"].split("/")[-1]
+    assert {"key", "prefix", "scopes", "expires_at"} <= set(schemas[key]["properties"])

@@ -123,6 +123,24 @@ def test_decision_log_filters_and_query_count(client_for, auditor):
     assert len(client.get("/api/v1/policy/decisions?run_id=r-1").json()["results"]) == 1
 
 
+def test_boolean_and_point_filters_filter_or_are_refused(client_for, auditor):
+    client = client_for(auditor, scopes=READ)
+    policy_decide("tool.call", tool_call(100), bundle=shipped_default_bundle())
+    policy_decide("tool.call", tool_call(600), bundle=shipped_default_bundle())
+
+    def require_approval(query: str) -> list[bool]:
+        answer = client.get(f"/api/v1/policy/decisions?{query}")
+        assert answer.status_code == 200, answer.content
+        return [decision["require_approval"] for decision in answer.json()["results"]]
+
+    assert require_approval("require_approval=1") == require_approval("require_approval=true") == [True]
+    assert require_approval("require_approval=0") == require_approval("require_approval=False") == [False]
+    for query in ("allow=no", "require_approval=yes", "decision_point=tool_call"):
+        refused = client.get(f"/api/v1/policy/decisions?{query}")
+        assert refused.status_code == 422 and refused["Content-Type"] == "application/problem+json", query
+        assert query.split("=")[0] in refused.json()["errors"]
+
+
 def test_dry_run_with_an_inline_candidate_bundle(client_for, platform_user):
     client = client_for(platform_user, scopes=READ)
     candidate = with_threshold(50).content

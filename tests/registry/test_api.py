@@ -256,6 +256,9 @@ def test_artifact_versions_over_the_api(demo_registry, platform_user, client_for
         client.get("/api/v1/artifacts/prompt/triage/1").json()["content"]["template"].startswith("Classify")
     )
     assert client.get("/api/v1/artifacts/prompt/triage/9").status_code == 404
+    for unknown in ("/api/v1/artifacts/prompt/triag", "/api/v1/artifacts/prompts/triage"):
+        answer = client.get(unknown)
+        assert answer.status_code == 404 and answer["Content-Type"] == "application/problem+json", unknown
 
 
 def _count_queries(client, path):

@@ -22,6 +22,9 @@ def support_run(runs: list[Run], case_id: str = "CASE-1001") -> Run:
 def test_api_queues_a_replay_and_reports_it(finished_demo, client_for, platform_user):
     run = support_run(finished_demo)
     api = client_for(platform_user, scopes=["runs:operate", "runs:read"])
+    other = services.replay_request(
+        run=support_run(finished_demo, "CASE-1002"), reason="other", user=platform_user
+    )
 
     answer = api.post(f"/api/v1/runs/{run.pk}/replay", {"reason": "incident review"}, format="json")
 
@@ -33,6 +36,8 @@ def test_api_queues_a_replay_and_reports_it(finished_demo, client_for, platform_
     assert detail["outcome"] == "reproduced" and len(detail["report"]["steps"]) == run.checkpoints.count()
     listed = api.get("/api/v1/replays", {"run": str(run.pk)}).json()
     assert [item["id"] for item in listed["results"]] == [body["id"]] and "report" not in listed["results"][0]
+    queued = api.get("/api/v1/replays", {"status": "queued"}).json()["results"]
+    assert [item["id"] for item in queued] == [other.pk]
 
 
 def test_api_refusals_are_problem_details(finished_demo, client_for, platform_user, auditor, requester):

@@ -227,6 +227,27 @@ def test_pages_follow_one_another_by_their_cursors(platform_user, client_for):
     assert {run["id"] for run in first["results"] + second["results"]} == made
 
 
+@pytest.mark.parametrize("page_size", [1, 2, 50])
+def test_pages_hold_every_run_once_in_order(platform_user, requester, client_for, page_size):
+    """Runs the database stamped (`Now()`) and runs Django saved since, one after the other."""
+    submit = client_for(requester)
+    for n in range(3):
+        submit.post(
+            "/api/v1/tasks", {"workflow": "builtin.intake", "case_id": f"C-{n}", "input": {}}, format="json"
+        )
+    RunFactory.create_batch(2)
+    client = client_for(platform_user, scopes=["runs:read"])
+    newest_first = [run["id"] for run in client.get("/api/v1/runs?page_size=200").json()["results"]]
+
+    paged, url = [], f"/api/v1/runs?page_size={page_size}"
+    while url and len(paged) <= len(newest_first):
+        page = client.get(url).json()
+        paged += [run["id"] for run in page["results"]]
+        url = page["next"]
+
+    assert paged == newest_first and len(paged) == 5
+
+
 def test_runs_are_visible_to_their_requester_and_to_operators(requester, outsider, auditor, client_for):
     run = RunFactory(requested_by=requester)
     path = f"/api/v1/runs/{run.pk}"
