@@ -176,13 +176,15 @@ def _release_page(request: HttpRequest, release: Release, status: int = 200, **f
 def release_sign_off(request: HttpRequest, release_id: str) -> HttpResponse:
     release = _release_or_404(release_id)
     form = forms.SignOffForm(request.POST)
-    if form.submit(
+    signed = form.submit(
         lambda data: release_services.release_sign_off(
             release=release, user=request.user, comment=data["comment"], actor=actor_for(request.user)
         )
-    ):
+    )
+    if signed:
+        said = "signed off" if signed.created else "had already signed off"
         return done(
-            request, reverse("registry-release-detail", args=[release.pk]), f"You signed off {release.pk}."
+            request, reverse("registry-release-detail", args=[release.pk]), f"You {said} {release.pk}."
         )
     return _release_page(request, release, signoff_form=form, status=form.status_code)
 

@@ -223,16 +223,18 @@ class ReleaseEvaluationView(RegistryPermissions, APIView):
 
 
 class ReleaseSignOffView(RegistryPermissions, APIView):
-    @extend_schema(request=s.SignOffInputSerializer, responses={201: s.SignOffSerializer})
+    @extend_schema(
+        request=s.SignOffInputSerializer, responses={201: s.SignOffSerializer, 200: s.SignOffSerializer}
+    )
     def post(self, request: Request, pk: str) -> Response:
         data = _valid(s.SignOffInputSerializer, request)
-        signoff = release_services.release_sign_off(
+        signed = release_services.release_sign_off(
             release=get_object_or_404(Release, pk=pk),
             user=request.user,
             actor=self.actor(),
             comment=data["comment"],
         )
-        return Response(s.SignOffSerializer(signoff).data, status=status.HTTP_201_CREATED)
+        return _created(s.SignOffSerializer(signed.signoff).data, signed.created)
 
 
 class ReleasePromoteView(RegistryPermissions, APIView):

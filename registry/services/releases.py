@@ -211,10 +211,14 @@ def release_record_evaluation(
 
 
 @transaction.atomic
-def release_sign_off(
-    *, release: Release, user: AbstractBaseUser, actor: Any, comment: str = ""
-) -> ReleaseSignOff:
-    """A person vouches for a release; its author cannot (two-person rule)."""
+@dataclass(frozen=True)
+class SignOff:
+    signoff: ReleaseSignOff
+    created: bool  # False: this person had signed it off before, and that sign-off stands as it was
+
+
+def release_sign_off(*, release: Release, user: AbstractBaseUser, actor: Any, comment: str = "") -> SignOff:
+    """A person vouches for a release, once; its author cannot (two-person rule)."""
     if user.pk == release.author_id:
         raise Forbidden("The author of a release cannot sign it off.")
     signoff, created = ReleaseSignOff.objects.get_or_create(
@@ -228,7 +232,7 @@ def release_sign_off(
             {"user": user.get_username(), "comment": comment},
             release_id=release.id,
         )
-    return signoff
+    return SignOff(signoff, created)
 
 
 def promotion_gate_problems(release: Release) -> list[str]:

@@ -226,6 +226,8 @@ def test_release_flow_over_the_api(demo_registry, platform_user, client_for):
     for name in ("first", "second"):
         signer = client_for(UserFactory(username=name, roles=["platform"]), scopes=WRITE)
         assert post(signer, f"/api/v1/releases/{release.pk}/signoffs", {"comment": "ok"}).status_code == 201
+    repeated = post(signer, f"/api/v1/releases/{release.pk}/signoffs", {"comment": "ok, really"})
+    assert repeated.status_code == 200 and repeated.json()["comment"] == "ok"  # the sign-off as it stands
     assert (
         post(
             client, f"/api/v1/releases/{release.pk}/evaluations", {"suite": "golden", "score": "0.97"}

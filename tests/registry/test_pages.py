@@ -300,6 +300,9 @@ def test_the_author_cannot_sign_off_but_a_colleague_can(signed_in, platform_user
     assert ReleaseSignOff.objects.get().user == colleague
     page = client.get(f"/registry/releases/{release.pk}/").content.decode()
     assert "1 of 2 sign-offs" in page and "Sign off</button>" not in page
+    again = client.post(f"/registry/releases/{release.pk}/sign-off/", {"comment": "again"}, follow=True)
+    assert f"You had already signed off {release.pk}." in again.content.decode()
+    assert ReleaseSignOff.objects.get().comment == "checked"
 
 
 def test_htmx_writes_reload_on_success_and_explain_a_refusal(signed_in, platform_user, release):
