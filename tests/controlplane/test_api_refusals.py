@@ -48,11 +48,10 @@ def test_an_anonymous_call_of_a_method_the_endpoint_does_not_have_is_still_401()
     assert APIClient().delete("/api/v1/runs").status_code == 401
 
 
-def test_the_schema_and_docs_views_refuse_in_problem_json(client, admin_user):
-    cases = [
-        (APIClient().get("/api/schema/"), 401),
-        (APIClient().get("/api/docs/"), 401),
-    ]
+def test_the_schema_view_refuses_in_problem_json_and_the_docs_page_asks_to_sign_in(client, admin_user):
+    docs = client.get("/api/docs/")
+    assert docs.status_code == 302 and docs.url == "/login/?next=/api/docs/"
+    cases = [(APIClient().get("/api/schema/"), 401)]
     client.force_login(admin_user)
     cases += [
         (client.get("/api/schema/", HTTP_ACCEPT="text/html"), 406),
