@@ -6,8 +6,6 @@ Static checks only: nothing here starts a container or touches the database.
 import os
 import re
 import shlex
-import subprocess
-import sys
 from pathlib import Path
 from urllib.parse import urlsplit
 
@@ -18,6 +16,7 @@ import pytest
 import yaml
 from django.urls import resolve
 
+from tests.support.processes import python
 from tests.support.settings_names import names_read, settings_names
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -302,13 +301,5 @@ def test_the_images_build_step_satisfies_the_production_settings(tmp_path):
     }
     environment = {k: v for k, v in os.environ.items() if k not in settings_names()} | given
     environment["BATON_VAR_DIR"] = str(tmp_path)  # where the step's own files go
-    collected = subprocess.run(
-        [sys.executable, "manage.py", "collectstatic", "--noinput", "--dry-run"],
-        cwd=ROOT,
-        env=environment,
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-    )
+    collected = python("manage.py", "collectstatic", "--noinput", "--dry-run", env=environment, timeout=120)
     assert collected.returncode == 0, collected.stderr[-2000:]

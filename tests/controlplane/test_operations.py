@@ -2,13 +2,13 @@
 
 import os
 import subprocess
-import sys
 
 import pytest
 from django.conf import settings
 from django.core.management import call_command
 
 from tests.support.keys import ed25519_pem
+from tests.support.processes import python
 
 pytestmark = pytest.mark.django_db
 
@@ -64,15 +64,7 @@ def test_system_checks_pass():
 
 def _manage(*args: str, **env: str) -> subprocess.CompletedProcess:
     environment = {k: v for k, v in os.environ.items() if k not in {"SECRET_KEY", "DEBUG", "ALLOWED_HOSTS"}}
-    return subprocess.run(
-        [sys.executable, "manage.py", *args],
-        cwd=settings.BASE_DIR,
-        env=environment | env,
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
+    return python("manage.py", *args, env=environment | env)
 
 
 @pytest.mark.parametrize(
@@ -90,14 +82,10 @@ def test_modules_the_settings_name_import_first_in_a_fresh_process(dotted_path):
     for part in dotted_path.split("."):
         value = value[part] if isinstance(value, dict) else getattr(value, part)
     module = value if dotted_path == "ROOT_URLCONF" else value.rpartition(".")[0]
-    result = subprocess.run(
-        [sys.executable, "-c", f"import django; django.setup(); import {module}"],
-        cwd=settings.BASE_DIR,
+    result = python(
+        "-c",
+        f"import django; django.setup(); import {module}",
         env=os.environ | {"DJANGO_SETTINGS_MODULE": "controlplane.settings"},
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
     )
     assert result.returncode == 0, result.stderr
 

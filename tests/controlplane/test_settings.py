@@ -5,12 +5,12 @@ Each case starts a fresh process, as the settings are read once, when Django sta
 import os
 import re
 import subprocess
-import sys
 
 import pytest
 from django.conf import settings
 
 from tests.support.keys import ed25519_pem
+from tests.support.processes import python
 from tests.support.settings_names import settings_names
 
 # Variables a developer's shell or the test run may set, which would change what is checked.
@@ -32,15 +32,7 @@ def production(tmp_path, **env: str) -> dict[str, str]:
 def _python(code: str, tmp_path, **env: str) -> subprocess.CompletedProcess:
     environment = {k: v for k, v in os.environ.items() if k not in _OVERRIDDEN}
     environment |= {"DJANGO_SETTINGS_MODULE": "controlplane.settings", "BATON_VAR_DIR": str(tmp_path)}
-    return subprocess.run(
-        [sys.executable, "-c", code],
-        cwd=settings.BASE_DIR,
-        env=environment | env,
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
+    return python("-c", code, env=environment | env)
 
 
 def _setting(name: str, tmp_path, **env: str) -> str:
@@ -163,16 +155,9 @@ def test_production_will_not_start_without_its_database_or_its_signing_key(tmp_p
 
 def test_a_signing_key_that_cannot_sign_stops_the_deployment_checks(tmp_path):
     environment = {k: v for k, v in os.environ.items() if k not in _OVERRIDDEN}
-    checked = subprocess.run(
-        [sys.executable, "manage.py", "check"],
-        cwd=settings.BASE_DIR,
-        env=environment
-        | {"BATON_VAR_DIR": str(tmp_path)}
-        | production(tmp_path, EVIDENCE_SIGNING_KEY="not a key"),
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
+    production_env = production(tmp_path, EVIDENCE_SIGNING_KEY="not a key")
+    checked = python(
+        "manage.py", "check", env=environment | {"BATON_VAR_DIR": str(tmp_path)} | production_env
     )
     assert checked.returncode != 0
     assert "evidence.E001" in checked.stderr and "EVIDENCE_SIGNING_KEY must be" in checked.stderr
