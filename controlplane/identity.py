@@ -133,9 +133,11 @@ def api_key_issue(
 
 @transaction.atomic
 def api_key_revoke(*, api_key: ApiKey, revoked_by: Actor) -> ApiKey:
-    if api_key.revoked_at is None:
-        api_key.revoked_at = timezone.now()
-        api_key.save(update_fields=["revoked_at"])
+    """Revoke the key once: of two revocations at once, one is made and audited and the other
+    finds the key revoked (a conditional update, not the state the caller read)."""
+    revoked = ApiKey.objects.filter(pk=api_key.pk, revoked_at__isnull=True).update(revoked_at=timezone.now())
+    api_key.refresh_from_db(fields=["revoked_at"])
+    if revoked:
         record(revoked_by, "api_key.revoked", api_key, {"user": api_key.user.get_username()})
     return api_key
 

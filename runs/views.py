@@ -27,14 +27,13 @@ from registry.models import Release, ReleaseAgent
 from . import selectors
 from .engine.released import released_workflow
 from .models import Effect, MapBranch, Payload, PendingAction, Run, StepCheckpoint
-from .services import run_cancel, run_retry
-from .services.operations import CANCELLABLE, RETRYABLE
+from .services import run_cancel, run_discard, run_retry
+from .services.operations import CANCELLABLE, DEAD_LETTERS, RETRYABLE
 from .workflows import BUILTIN_WORKFLOWS
 
 WHOLE_RELEASE_ID = re.compile(r"rel_[0-9a-f]{16}")  # as the registry names releases
 
 AGES = {"hour": ("last hour", 3600), "day": ("last day", 86_400), "week": ("last week", 7 * 86_400)}
-DEAD_LETTERS = (Run.Status.DEAD_LETTERED, Run.Status.COMPENSATION_FAILED)
 
 
 class CancelForm(ServiceForm):
@@ -282,6 +281,6 @@ def dead_letter_discard(request: HttpRequest, pk: str) -> HttpResponse:
     # Any run the user sees: if it has left the queue meanwhile, the service explains why (409).
     run = get_object_or_404(selectors.runs_visible_to(request.user), pk=pk)
     form = CancelForm(request.POST)
-    if form.submit(lambda data: run_cancel(run=run, actor=actor_for(request.user), reason=data["reason"])):
+    if form.submit(lambda data: run_discard(run=run, actor=actor_for(request.user), reason=data["reason"])):
         return done(request, reverse("dead-letter-list"), f"Run {_short(run)} is discarded (cancelled).")
     return _dead_letter_page(request, form.status_code, failed=run, cancel_form=form)

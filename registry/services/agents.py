@@ -5,7 +5,7 @@ from typing import Any
 
 from django.contrib.auth import get_user_model
 from django.contrib.auth.models import Group
-from django.db import transaction
+from django.db import IntegrityError, transaction
 from django.db.models.functions import Now
 
 from controlplane.audit import record
@@ -40,9 +40,12 @@ AGENT_KEY_SCOPES = ("tasks:write", "runs:read", "registry:read", "policy:read")
 
 @transaction.atomic
 def team_create(*, slug: str, name: str, support_queue: str = "", members=(), actor: Any) -> Team:
-    if Team.objects.filter(slug=slug).exists():
-        raise Conflict(f"A team {slug!r} already exists.")
-    team = Team.objects.create(slug=slug, name=name, support_queue=support_queue)
+    try:
+        # The unique slug, not a look beforehand, decides between two creations at once.
+        with transaction.atomic():
+            team = Team.objects.create(slug=slug, name=name, support_queue=support_queue)
+    except IntegrityError as error:
+        raise Conflict(f"A team {slug!r} already exists.") from error
     team.members.set(members)
     record(
         actor,
@@ -61,13 +64,18 @@ def team_create(*, slug: str, name: str, support_queue: str = "", members=(), ac
 @transaction.atomic
 def agent_register(*, slug: str, display_name: str, actor: Any, **fields: Any) -> Agent:
     """Create an agent in draft, with a service identity of its own (no shared credentials)."""
-    if Agent.objects.filter(slug=slug).exists():
-        raise Conflict(f"An agent {slug!r} already exists.")
     _check_allowed_tools(fields.get("allowed_tools", []))
     _check_runbook(fields.get("runbook_url", ""))
-    service_user = get_user_model().objects.create_user(username=f"{AGENT_USERNAME_PREFIX}{slug}")
+    try:
+        # The unique slug and username, not a look beforehand, decide between two registrations at once.
+        with transaction.atomic():
+            service_user = get_user_model().objects.create_user(username=f"{AGENT_USERNAME_PREFIX}{slug}")
+            agent = Agent.objects.create(
+                slug=slug, display_name=display_name, service_user=service_user, **fields
+            )
+    except IntegrityError as error:
+        raise Conflict(f"An agent {slug!r} already exists.") from error
     service_user.groups.add(Group.objects.get(name=AGENT))
-    agent = Agent.objects.create(slug=slug, display_name=display_name, service_user=service_user, **fields)
     record(actor, "agent.registered", agent, {"slug": slug, **_snapshot(agent)})
     return agent
 
@@ -146,9 +154,12 @@ def _apply_transition(agent: Agent, to_status: str, reason: str, actor: Any) -> 
     record(actor, "agent.lifecycle", agent, {"from": previous, "to": to_status, "reason": reason})
 
 
+@transaction.atomic
 def agent_issue_key(
     *, agent: Agent, actor: Any, scopes=AGENT_KEY_SCOPES, expires_in: timedelta | None = None
 ) -> IssuedKey:
+    # Locked as a retirement locks it: a key is never issued to an identity retiring meanwhile.
+    agent = Agent.objects.select_for_update().get(pk=agent.pk)
     if agent.status == Agent.Status.RETIRED:
         raise Conflict(f"Agent {agent.slug!r} is retired; it cannot get a key.")
     too_wide = sorted(set(scopes) - set(AGENT_KEY_SCOPES))

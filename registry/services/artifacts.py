@@ -15,6 +15,8 @@ from .. import workflow_definitions as wf
 from ..artifact_kinds import NAME_RE, Problem, content_problems
 from ..models import Agent, Artifact
 
+PUBLISH_ATTEMPTS = 3
+
 
 @dataclass(frozen=True)
 class Publication:
@@ -49,31 +51,42 @@ def artifact_publish(
         content_digest = digest(content)
     except CanonicalizationError as error:
         raise InvalidInput(f"The content cannot be canonicalised: {error}") from error
-    try:
-        with transaction.atomic():
-            latest = (
-                Artifact.objects.select_for_update().filter(kind=kind, name=name).order_by("-version").first()
-            )
-            if latest and latest.digest == content_digest:
-                return Publication(latest, created=False)
-            artifact = Artifact.objects.create(
-                kind=kind,
-                name=name,
-                version=(latest.version + 1) if latest else 1,
-                content=content,
-                digest=content_digest,
-                author=author,
-            )
-            record(
-                actor,
-                "artifact.published",
-                artifact,
-                {"kind": kind, "name": name, "version": artifact.version, "digest": content_digest},
-            )
-    except IntegrityError as error:
-        raise Conflict(
-            f"Another version of {kind} {name!r} was published at the same moment; retry."
-        ) from error
+    # Two publications of one name at once can pick the same next version; the one the unique
+    # constraint refuses looks again, and then sees the other's version (its own content, or
+    # the version to publish after).
+    attempts_left = PUBLISH_ATTEMPTS
+    while True:
+        try:
+            return _publish_next_version(kind, name, content, content_digest, author, actor)
+        except IntegrityError as error:
+            attempts_left -= 1
+            if not attempts_left:
+                raise Conflict(
+                    f"Other versions of {kind} {name!r} were being published at the same moment; retry."
+                ) from error
+
+
+@transaction.atomic
+def _publish_next_version(
+    kind: str, name: str, content: Any, content_digest: str, author: AbstractBaseUser, actor: Any
+) -> Publication:
+    latest = Artifact.objects.select_for_update().filter(kind=kind, name=name).order_by("-version").first()
+    if latest and latest.digest == content_digest:
+        return Publication(latest, created=False)
+    artifact = Artifact.objects.create(
+        kind=kind,
+        name=name,
+        version=(latest.version + 1) if latest else 1,
+        content=content,
+        digest=content_digest,
+        author=author,
+    )
+    record(
+        actor,
+        "artifact.published",
+        artifact,
+        {"kind": kind, "name": name, "version": artifact.version, "digest": content_digest},
+    )
     return Publication(artifact, created=True)
 
 

@@ -15,7 +15,7 @@ from django.contrib.auth.models import AbstractBaseUser
 from django.db import transaction
 from jsonschema import Draft202012Validator
 
-from controlplane.errors import InvalidInput
+from controlplane.errors import Conflict, InvalidInput
 from controlplane.strict_json import TOO_DEEP, StrictJSONError, refuse_unstorable
 
 from ..artifact_kinds import NAME_PATTERN, SIDE_EFFECTS, Problem, json_path
@@ -222,13 +222,17 @@ def _apply_team(spec: dict, actor: Any, report: ApplyReport) -> None:
         report.note(False, f"team {team.slug}")
         return
     members = get_user_model().objects.filter(username__in=spec.get("members", []))
-    agent_services.team_create(
-        slug=spec["slug"],
-        name=spec["name"],
-        support_queue=spec.get("support_queue", ""),
-        members=members,
-        actor=actor,
-    )
+    try:
+        agent_services.team_create(
+            slug=spec["slug"],
+            name=spec["name"],
+            support_queue=spec.get("support_queue", ""),
+            members=members,
+            actor=actor,
+        )
+    except Conflict:  # created by an apply of the same file at the same moment
+        report.note(False, f"team {spec['slug']}")
+        return
     report.note(True, f"team {spec['slug']}")
 
 
@@ -237,8 +241,13 @@ def _apply_agent(spec: dict, actor: Any, report: ApplyReport) -> None:
     slug, status = spec.pop("slug"), spec.pop("status", Agent.Status.DRAFT)
     fields = _agent_fields(spec)
     agent = Agent.objects.filter(slug=slug).first()
-    if agent is None:
-        agent = agent_services.agent_register(slug=slug, actor=actor, **fields)
+    registered = agent is None
+    if registered:
+        try:
+            agent = agent_services.agent_register(slug=slug, actor=actor, **fields)
+        except Conflict:  # registered by an apply of the same file at the same moment
+            agent, registered = Agent.objects.get(slug=slug), False
+    if registered:
         report.note(True, f"agent {slug}")
     else:
         changes = {key: value for key, value in fields.items() if getattr(agent, key) != value}

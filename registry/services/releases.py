@@ -210,13 +210,13 @@ def release_record_evaluation(
     return evaluation
 
 
-@transaction.atomic
 @dataclass(frozen=True)
 class SignOff:
     signoff: ReleaseSignOff
     created: bool  # False: this person had signed it off before, and that sign-off stands as it was
 
 
+@transaction.atomic
 def release_sign_off(*, release: Release, user: AbstractBaseUser, actor: Any, comment: str = "") -> SignOff:
     """A person vouches for a release, once; its author cannot (two-person rule)."""
     if user.pk == release.author_id:
@@ -306,9 +306,7 @@ def release_promote(
                 release_id=release.id,
             )
         else:
-            target = target or Channel.objects.create(
-                workflow=release.workflow, name=channel, requires_gates=gated
-            )
+            target = target or _channel_created(release.workflow, channel, requires_gates=gated)
             if (target.release_id, target.mode, target.canary_percent) != (release.id, mode, canary_percent):
                 if target.release_id != release.id:
                     target.baseline_id = target.release_id
@@ -321,6 +319,16 @@ def release_promote(
             errors={"gates": problems},
         )
     return target
+
+
+def _channel_created(workflow: str, name: str, *, requires_gates: bool) -> Channel:
+    """A new channel for its first promotion, or (locked) the one a promotion at the same moment made."""
+    try:
+        with transaction.atomic():
+            return Channel.objects.create(workflow=workflow, name=name, requires_gates=requires_gates)
+    except IntegrityError:
+        # The other promotion has committed it (the unique constraint waited for that).
+        return Channel.objects.select_for_update().get(workflow=workflow, name=name)
 
 
 @transaction.atomic

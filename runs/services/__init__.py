@@ -3,7 +3,7 @@
 from .advance import SWEEPER_ACTOR, WORKER_ACTOR, run_advance, runs_sweep_expired_leases
 from .branches import map_branch_advance
 from .decisions import pending_action_decide
-from .operations import run_cancel, run_retry
+from .operations import run_cancel, run_discard, run_retry
 from .submission import Submission, task_submit
 
 __all__ = [
@@ -14,6 +14,7 @@ __all__ = [
     "pending_action_decide",
     "run_advance",
     "run_cancel",
+    "run_discard",
     "run_retry",
     "runs_sweep_expired_leases",
     "task_submit",

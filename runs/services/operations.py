@@ -23,6 +23,7 @@ CANCELLABLE = (
     Run.Status.COMPENSATION_FAILED,
 )
 RETRYABLE = (Run.Status.DEAD_LETTERED, Run.Status.FAILED, Run.Status.COMPENSATION_FAILED)
+DEAD_LETTERS = (Run.Status.DEAD_LETTERED, Run.Status.COMPENSATION_FAILED)
 
 
 def _audit(run: Run) -> dict:
@@ -33,6 +34,18 @@ def _audit(run: Run) -> dict:
 def run_cancel(*, run: Run, actor: Any, reason: str = "") -> Run:
     """Stop a run that has not finished, or discard a dead letter. A worker holding the run
     notices at its next commit (its lease is gone) and writes nothing more."""
+    return _cancel(run, actor, reason, CANCELLABLE, "A {status} run cannot be cancelled.")
+
+
+@transaction.atomic
+def run_discard(*, run: Run, actor: Any, reason: str = "") -> Run:
+    """Discard a dead letter (cancel it) while it still is one: a run another operator retried
+    a moment ago is on its way again, and cancelling it would quietly undo that retry."""
+    refusal = "The run has left the dead-letter queue (it is {status} now); it was not discarded."
+    return _cancel(run, actor, reason, DEAD_LETTERS, refusal)
+
+
+def _cancel(run: Run, actor: Any, reason: str, cancellable: tuple[str, ...], refusal: str) -> Run:
     # Its open requests are locked before the run, in the order a reviewer's decision takes
     # them: taken the other way round, a cancel and a decision at once could deadlock.
     pending = PendingAction.objects.select_for_update().filter(
@@ -40,8 +53,8 @@ def run_cancel(*, run: Run, actor: Any, reason: str = "") -> Run:
     )
     pending_ids = list(pending.values_list("pk", flat=True))
     run = Run.objects.select_for_update().get(pk=run.pk)
-    if run.status not in CANCELLABLE:
-        raise Conflict(f"A {run.status} run cannot be cancelled.")
+    if run.status not in cancellable:
+        raise Conflict(refusal.format(status=run.status))
     previous = run.status
     run.status, run.finished_at, run.updated_at = Run.Status.CANCELLED, Now(), Now()
     run.lease_owner, run.lease_expires_at = "", None

@@ -463,7 +463,15 @@ def test_dead_letter_queue_retries_and_discards(signed_in, admin_user):
     assert "The dead-letter queue is empty." in html
 
     again = client.post(f"/runs/dead-letters/{to_discard.pk}/discard/", {"reason": "twice"})
-    assert again.status_code == 409 and "A cancelled run cannot be cancelled." in again.content.decode()
+    assert again.status_code == 409 and "it is cancelled now" in again.content.decode()
+    # A discard from a page opened before another operator's retry does not undo the retry.
+    late = client.post(f"/runs/dead-letters/{to_retry.pk}/discard/", {"reason": "stale page"})
+    assert (
+        late.status_code == 409
+        and "has left the dead-letter queue (it is queued now)" in late.content.decode()
+    )
+    to_retry.refresh_from_db()
+    assert to_retry.status == "queued"
 
 
 @pytest.mark.parametrize("who", ["reviewer", "requester", "auditor"])
