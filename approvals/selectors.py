@@ -20,8 +20,9 @@ from django.db.models.functions import Coalesce
 from controlplane.compiled import compiled_once
 from controlplane.errors import NotFound
 from controlplane.identity import ADMIN, AGENT, AUDITOR, has_role, remember_roles, user_roles
+from controlplane.models import ApiKey, AuditEvent
 from registry.models import Release
-from runs.models import PendingAction, StepCheckpoint
+from runs.models import PendingAction, Run, StepCheckpoint
 from runs.workflows import BUILTIN_WORKFLOWS
 
 from .models import ApprovalDecision, ReviewerClearance
@@ -232,6 +233,19 @@ def request_for(user: User, pending_action_id: int) -> PendingAction:
     if request is None:
         raise NotFound("No such approval request.")
     return request
+
+
+def agent_key_issuer_id(run: Run) -> int | None:
+    """The person who issued the agent key a run was asked for with (its `run.created` event
+    names the key), if it was: they asked through the agent."""
+    created = AuditEvent.objects.filter(
+        object_type=Run._meta.label_lower, object_id=str(run.pk), action="run.created"
+    )
+    created_by = created.values_list("actor", flat=True).first()
+    _, _, prefix = (created_by or "").partition(" key:")
+    if not prefix:
+        return None
+    return ApiKey.objects.filter(prefix=prefix).values_list("issued_by_id", flat=True).first()
 
 
 def decisions_of(pending_action: PendingAction) -> QuerySet[ApprovalDecision]:

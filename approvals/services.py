@@ -21,7 +21,7 @@ from django.db.models.signals import post_save
 from controlplane.audit import Entry, ObjectRef, append_argument, ledger_lock_condition, record, record_many
 from controlplane.dbtime import database_now_plus
 from controlplane.errors import Conflict, Forbidden, InvalidInput, NotFound
-from controlplane.identity import Actor, actor_for
+from controlplane.identity import AGENT_USERNAME_PREFIX, Actor, actor_for
 from controlplane.models import ApiKey, AuditEvent
 from policy.bundles import PolicyBundle, governance_bundle
 from policy.services import Decision, decision_input, decision_row, policy_evaluate, policy_record
@@ -33,7 +33,7 @@ from runs.services.queue import enqueue_on_commit
 from . import decision_sql
 from .models import ApprovalDecision, ReviewerClearance
 from .notifiers import notify_on_commit
-from .selectors import Reviewer, request_visible_to, reviewer_read
+from .selectors import Reviewer, agent_key_issuer_id, request_visible_to, reviewer_read
 
 SYSTEM = Actor("approvals", kind="system")
 DECIDE_SCOPE = "approvals:decide"
@@ -142,7 +142,7 @@ def approval_decide(
         pending_action_id, verdict, reason, user, reviewer, actor, visible_only
     )
     if recorded is None:
-        raise Forbidden("Policy refused this decision: " + "; ".join(refusal) + ".")
+        raise Forbidden("This decision is refused: " + "; ".join(refusal) + ".")
     return recorded
 
 
@@ -183,19 +183,22 @@ def _decide_under_lock(
     decision = policy_evaluate("approval.decide", document, bundle=bundle)
     logged_as = {"bundle": bundle, "actor": actor, "trace_id": run.trace_id, "run_id": run.pk}
     approve = verdict == ApprovalDecision.Verdict.APPROVE
-    if decision.allow and approve and _resumes_run(pending) and pending.log_id is not None:
+    asked_for_it = _asked_for_it(pending, user, verdict)
+    allowed = decision.allow and not asked_for_it
+    if allowed and approve and _resumes_run(pending) and pending.log_id is not None:
         return _approve_and_resume(pending, user, reason, actor, document, decision, logged_as), []
     decision = policy_record("approval.decide", document, decision, **logged_as)
-    if not decision.allow:
+    if not allowed:
+        refusal = asked_for_it if decision.allow else decision.reasons
         # The refusal is kept (decision log and ledger) although nothing else changes.
         record(
             actor,
             "approval.refused",
             pending,
-            {"decision": verdict, "reasons": decision.reasons, "policy_decision": decision.decision_id},
+            {"decision": verdict, "reasons": refusal, "policy_decision": decision.decision_id},
             **_audit_ids(run),
         )
-        return None, decision.reasons
+        return None, refusal
     recorded = _decision_of(pending, user, verdict, reason, actor, decision.decision_id)
     recorded.save(force_insert=True)
     decided = _decided_entry(pending, actor, verdict, reason, decision.decision_id)
@@ -248,6 +251,18 @@ def _decide_under_lock(
         )
         notify_on_commit("decided", pending, decision=recorded)
     return recorded, []
+
+
+def _asked_for_it(pending: PendingAction, user: AbstractBaseUser, verdict: str) -> list[str]:
+    """Why `user` asked for the run, in person or through an agent key they issued (so may not
+    decide its requests, whatever the run's policy bundle allows); [] if they did not. Only a
+    run asked for by an agent costs a look-up."""
+    if pending.requested_by_id == user.pk:
+        return [f"requester cannot {verdict} their own request"]
+    requester = pending.requested_by.get_username() if pending.requested_by_id else ""
+    if requester.startswith(AGENT_USERNAME_PREFIX) and agent_key_issuer_id(pending.run) == user.pk:
+        return [f"{user.get_username()} issued the agent key that asked for this run and cannot {verdict} it"]
+    return []
 
 
 def _locked_request(pending_action_id: int, user: AbstractBaseUser) -> PendingAction:

@@ -10,6 +10,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import timedelta
 
+from django.contrib.auth import get_user_model
 from django.contrib.auth.models import AbstractBaseUser, AnonymousUser
 from django.db import transaction
 from django.utils import timezone
@@ -111,6 +112,7 @@ def api_key_issue(
     raw_key = f"{_KEY_PREFIX}_{prefix}_{secrets.token_urlsafe(32)}"
     api_key = ApiKey.objects.create(
         user=user,
+        issued_by=_person(issued_by),
         name=name,
         prefix=prefix,
         key_hash=hash_key(raw_key),
@@ -129,6 +131,13 @@ def api_key_issue(
         },
     )
     return IssuedKey(api_key=api_key, secret=raw_key)
+
+
+def _person(actor: Actor) -> AbstractBaseUser | None:
+    """The user an actor names, when a person (not the command line or the system) acted."""
+    if actor.kind != "user":
+        return None
+    return get_user_model().objects.filter(username=actor.name).first()
 
 
 @transaction.atomic

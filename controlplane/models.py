@@ -67,6 +67,14 @@ class ApiKey(models.Model):
     """
 
     user = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="api_keys")
+    issued_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL,
+        on_delete=models.SET_NULL,
+        null=True,
+        blank=True,
+        related_name="+",
+        help_text="Who issued it (none for a key issued by command): the person holding an agent's key.",
+    )
     name = models.CharField(max_length=100)
     prefix = models.CharField(max_length=16, unique=True, help_text="Public part of the key, safe to show.")
     key_hash = models.CharField(max_length=64, unique=True)

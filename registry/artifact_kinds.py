@@ -7,6 +7,7 @@ them all at once; nothing is saved while any remains.
 import re
 from dataclasses import dataclass
 from typing import Any
+from urllib.parse import urlsplit
 
 from jsonschema import Draft202012Validator
 from jsonschema.exceptions import SchemaError
@@ -133,16 +134,33 @@ def content_problems(kind: str, content: Any) -> list[Problem]:
         return problems
     if kind == "prompt":
         problems += schema_problems(content["variables_schema"], "$.variables_schema")
+    elif kind == "model_config":
+        problems += _credential_problems(content.get("base_url", ""), "$.base_url")
     elif kind == "tool":
         problems += schema_problems(content["args_schema"], "$.args_schema")
         problems += schema_problems(content["result_schema"], "$.result_schema")
         if content["transport"]["type"] == "http" and "url" not in content["transport"]:
             problems.append(Problem("$.transport.url", "an http tool needs a url"))
+        problems += _credential_problems(content["transport"].get("url", ""), "$.transport.url")
     elif kind == "policy_bundle":
         for name, source in content["modules"].items():
             if len(source.encode()) > MAX_REGO_MODULE_BYTES:
                 problems.append(Problem(f"$.modules.{name}", f"module is over {MAX_REGO_MODULE_BYTES} bytes"))
     return problems
+
+
+def _credential_problems(url: str, path: str) -> list[Problem]:
+    # Every signed-in user reads artifacts, and a published version is never deleted.
+    parts = urlsplit(url)
+    if parts.username is None and parts.password is None:
+        return []
+    return [
+        Problem(
+            path,
+            "a URL must not carry a user or password: every signed-in user can read artifacts "
+            "(a model config names its key's variable in api_key_env)",
+        )
+    ]
 
 
 def schema_problems(schema: Any, path: str) -> list[Problem]:

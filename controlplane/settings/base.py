@@ -5,7 +5,7 @@ from pathlib import Path
 
 from django.core.exceptions import ImproperlyConfigured
 
-from .env import BASE_DIR, VAR_DIR, database, env, local_secret_key, secret
+from .env import BASE_DIR, VAR_DIR, database, env, local_secret_key, networks, secret
 
 BATON_ENV = env.str("BATON_ENV", default="development")
 PRODUCTION = BATON_ENV == "production"
@@ -243,3 +243,9 @@ CONTENT_SECURITY_POLICY = {
     }
 }
 SECURE_REFERRER_POLICY = "same-origin"
+# Model and tool calls go to URLs that platform users write: they reach public addresses, and
+# loopback, link-local (cloud metadata) and private ones only in these networks.
+OUTBOUND_ALLOWED_NETWORKS = networks(
+    "OUTBOUND_ALLOWED_NETWORKS",
+    env.list("OUTBOUND_ALLOWED_NETWORKS", default=[] if PRODUCTION else ["127.0.0.0/8", "::1/128"]),
+)

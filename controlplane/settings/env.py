@@ -6,6 +6,7 @@ cannot be used stops the process at start with an ImproperlyConfigured that name
 variable, never later in a request or a task.
 """
 
+import ipaddress
 import os
 import secrets
 from pathlib import Path
@@ -82,6 +83,19 @@ def url(name: str, value: str | None, *, schemes: tuple[str, ...] = ("http", "ht
     if value and (parts.scheme not in schemes or not parts.netloc):
         raise ImproperlyConfigured(f"{name} must be a URL with a host, starting with {' or '.join(starts)}")
     return value
+
+
+def networks(name: str, listed: list[str]) -> list[str]:
+    """`listed`, read from `name`, if each is an IP network (`10.0.0.0/8`) or address."""
+    listed = [network.strip() for network in listed if network.strip()]
+    for network in listed:
+        try:
+            ipaddress.ip_network(network, strict=False)
+        except ValueError:
+            raise ImproperlyConfigured(
+                f"{name} must list networks such as 10.0.0.0/8 or 192.0.2.7, not {network!r}"
+            ) from None
+    return listed
 
 
 def database(name: str, default: str) -> dict:

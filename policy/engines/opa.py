@@ -10,7 +10,7 @@ under the same prefix beside the packages.
 import re
 import threading
 from typing import Any
-from urllib.parse import urlsplit
+from urllib.parse import quote, urlsplit
 
 from opa_client import OpaClient
 
@@ -101,8 +101,10 @@ class OpaServerEngine:
                 package = re.search(r"^\s*package\s+([\w.]+)", rewritten, re.MULTILINE)
                 if package:
                     packages.add(package.group(1))
+                # The name is one path segment: dot segments (`../<digest>/x.rego`) would otherwise
+                # be resolved before sending and replace another bundle's module.
                 self._client.update_policy_from_string(
-                    rewritten, f"{bundle.digest}/{name}", rego_compat=False
+                    rewritten, f"{bundle.digest}/{quote(name, safe='')}", rego_compat=False
                 )
             for path, value in data_writes(bundle.data, prefix, packages):
                 if not isinstance(value, dict):

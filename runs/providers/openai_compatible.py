@@ -2,7 +2,8 @@
 
 Failures are sorted by what retrying can fix: an unreachable, overloaded or slow endpoint is a
 ProviderError (retry, fall back, count towards the circuit), any other refusal is a
-ProviderConfigError. Neither the API key nor the prompt is ever logged.
+ProviderConfigError, as is an endpoint outside the addresses model calls may reach
+(`controlplane.outbound`) or one that redirects. Neither the API key nor the prompt is ever logged.
 """
 
 import json
@@ -12,6 +13,7 @@ import re
 import requests
 from django.core.exceptions import ImproperlyConfigured
 
+from controlplane import outbound
 from controlplane.settings.env import secret
 from registry.artifact_kinds import MODEL_API_KEY_PREFIX
 
@@ -126,7 +128,9 @@ def _response_formats(request: ModelRequest) -> list[dict | None]:
 
 def _post(url: str, body: dict, headers: dict, timeout: float) -> requests.Response:
     try:
-        return requests.post(url, json=body, headers=headers, timeout=timeout)
+        return outbound.post(url, json=body, headers=headers, timeout=timeout)
+    except outbound.OutboundRefused as exc:
+        raise ProviderConfigError(f"{url}: {exc}") from exc
     except requests.Timeout as exc:
         raise ProviderError(f"{url} did not answer within {timeout:g}s") from exc
     except requests.RequestException as exc:
@@ -134,7 +138,7 @@ def _post(url: str, body: dict, headers: dict, timeout: float) -> requests.Respo
 
 
 def _raise_for_status(status: int, detail: object, url: str, api_key: str) -> None:
-    if status < 400:
+    if status < 300:
         return
     if isinstance(detail, dict):
         detail = detail.get("message", "")

@@ -11,7 +11,8 @@ The protocol a tool server implements:
 How failures are read: a refused connection was never sent (unavailable); a timeout or a
 dropped connection after sending, a 5xx, or a 2xx we cannot parse may hide a committed
 effect (outcome unknown); 502/503 with Retry-After and 429 say "not now" (unavailable);
-any other status is a refusal (rejected).
+any other status is a refusal (rejected), as is a URL outside the addresses tool calls may reach
+(`controlplane.outbound`: nothing is sent).
 """
 
 from urllib.parse import quote
@@ -19,19 +20,22 @@ from urllib.parse import quote
 import requests
 from urllib3.exceptions import ConnectTimeoutError, MaxRetryError
 
+from controlplane import outbound
+
 from . import ToolCall, ToolOutcomeUnknown, ToolRejected, ToolResult, ToolUnavailable
 
 
 def invoke(call: ToolCall) -> ToolResult:
     url = call.spec["transport"]["url"]
     try:
-        response = requests.post(
+        response = outbound.post(
             url,
             json={"args": call.args},
             headers={"Idempotency-Key": call.idempotency_key, "Content-Type": "application/json"},
             timeout=call.timeout_s,
-            allow_redirects=False,
         )
+    except outbound.OutboundRefused as error:
+        raise ToolRejected(f"{call.tool}: {error}") from error
     except requests.ConnectionError as error:
         if _never_connected(error):
             raise ToolUnavailable(f"{call.tool}: could not connect to {url}") from error
@@ -64,7 +68,9 @@ def reconcile(call: ToolCall, lookup_spec: dict | None) -> ToolResult | None:
     )
     url = f"{base.rstrip('/')}/effects/{quote(call.idempotency_key, safe='')}"
     try:
-        response = requests.get(url, timeout=call.timeout_s, allow_redirects=False)
+        response = outbound.get(url, timeout=call.timeout_s)
+    except outbound.OutboundRefused as error:
+        raise ToolRejected(f"{call.tool}: {error}") from error
     except requests.RequestException as error:
         raise ToolUnavailable(f"{call.tool}: could not look up {url}: {error}") from error
     if response.status_code == 404:

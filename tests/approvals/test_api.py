@@ -6,18 +6,22 @@ import pytest
 from django.contrib.auth.models import Group
 from django.db import connection
 from django.test.utils import CaptureQueriesContext
+from rest_framework.test import APIClient
 
 from approvals.models import ApprovalDecision
-from controlplane.identity import ADMIN, REVIEWER
+from controlplane.identity import ADMIN, PLATFORM, REVIEWER, actor_for
 from controlplane.models import AuditEvent
 from registry.models import Agent
+from registry.services.bundles import bundle_apply
+from runs import services as run_services
 from runs.models import PendingAction, Run
-from tests.factories import RunFactory
+from tests.factories import RunFactory, UserFactory
 
-from .scenarios import clear
+from .scenarios import HIGH_VALUE_REFUND, SMALL_REFUND, advance, clear, pending_of
 
 pytestmark = pytest.mark.django_db
 READ, DECIDE = ("approvals:read",), ("approvals:read", "approvals:decide")
+APPROVE = {"decision": "approve"}
 
 
 def decision_url(pending) -> str:
@@ -235,3 +239,72 @@ def test_a_forged_inbox_cursor_is_a_404_problem(client_for, reviewer, requester,
     response = client_for(reviewer, READ).get(f"/api/v1/approvals?status=pending&cursor={cursor}")
     assert response.status_code == 404
     assert response.json()["detail"] == "Invalid cursor"
+
+
+def _decide_to_the_platform_stage(client_for, reviewer, run: Run) -> PendingAction:
+    """Through the gate and the reviewer's signature of the irreversible refund: the request then
+    waits for the platform group."""
+    for _ in range(2):
+        pending = pending_of(advance(run))
+        signed = client_for(reviewer, DECIDE).post(
+            decision_url(pending), {"decision": "approve"}, format="json"
+        )
+        assert signed.status_code == 201, signed.json()
+    pending.refresh_from_db()
+    assert pending.approver_group == "platform"
+    return pending
+
+
+def test_whoever_issued_an_agents_key_cannot_sign_what_they_asked_for_through_it(
+    client_for, reviewer, platform_user, demo_registry
+):
+    issued = client_for(platform_user, ("registry:write",)).post(
+        "/api/v1/agents/intake_classifier/keys", {}, format="json"
+    )
+    agent = APIClient()
+    agent.credentials(HTTP_AUTHORIZATION=f"Bearer {issued.json()['key']}")
+    task = {"workflow": "support_case_resolution", "channel": "staging", "case_id": "CASE-1001"}
+    submitted = agent.post("/api/v1/tasks", {**task, "input": HIGH_VALUE_REFUND}, format="json")
+    pending = _decide_to_the_platform_stage(
+        client_for, reviewer, Run.objects.get(pk=submitted.json()["run_id"])
+    )
+
+    response = client_for(platform_user, DECIDE).post(
+        decision_url(pending), {"decision": "approve", "reason": "looks fine"}, format="json"
+    )
+
+    assert response.status_code == 403
+    assert "platform issued the agent key that asked for this run" in response.json()["detail"]
+    assert AuditEvent.objects.filter(action="approval.refused", object_id=str(pending.pk)).exists()
+    another = UserFactory(username="platform2", roles=[PLATFORM])
+    signed = client_for(another, DECIDE).post(decision_url(pending), APPROVE, format="json")
+    assert signed.status_code == 201 and signed.json()["request_status"] == "approved"
+
+
+def test_a_requester_never_approves_their_own_request_even_where_the_bundle_would_let_them(
+    client_for, requester, platform_user, support_bundle
+):
+    modules = support_bundle["artifacts"]["policy_bundle"]["default"]["modules"]
+    del modules["approval_decide_test.rego"]
+    allow = '{"allow": true, "require_approval": false, "reasons": []}'
+    modules["approval_decide.rego"] = f"package baton.approval_decide\n\ndecision := {allow}\n"
+    bundle_apply(bundle=support_bundle, author=platform_user, actor=actor_for(platform_user))
+    requester.groups.add(Group.objects.get_or_create(name=ADMIN)[0])  # an admin sees their own requests
+    run = run_services.task_submit(
+        requester=requester,
+        actor=actor_for(requester),
+        workflow="support_case_resolution",
+        case_id="CASE-1001",
+        input=SMALL_REFUND,
+        channel="staging",
+    ).run
+    pending = pending_of(advance(run))
+
+    response = client_for(requester, DECIDE).post(
+        decision_url(pending), {"decision": "approve"}, format="json"
+    )
+
+    assert response.status_code == 403
+    assert "requester cannot approve their own request" in response.json()["detail"]
+    pending.refresh_from_db()
+    assert pending.status == PendingAction.Status.PENDING and not ApprovalDecision.objects.exists()

@@ -191,3 +191,20 @@ def test_data_is_written_beside_packages_never_over_them():
         ("bundles.b1.baton.release", {"n": 2}),
         ("bundles.b1.other", {"k": 1}),
     ]
+
+
+def test_a_module_named_with_dot_segments_cannot_replace_another_bundles_module(opa, settings):
+    settings.POLICY_TIMEOUT_MS = 10_000
+    engine = OpaServerEngine(opa.url, timeout_s=5)
+    served = shipped_default_bundle()
+    before = policy_evaluate(*DOCUMENTS[0], bundle=served, engine=engine)
+    # A name the registry accepts (and a dry run's inline bundle too), aimed at the served bundle.
+    aimed = f"../{served.digest}/tool_call.rego"
+    candidate = PolicyBundle.from_content(
+        "candidate", {"modules": {aimed: "package probe\n\nx := 1\n"}, "data": {}}
+    )
+    engine.prepare(candidate)
+
+    pushed = [path for method, path in opa.requests if method == "PUT" and candidate.digest in path]
+    assert pushed == [f"/v1/policies/{candidate.digest}/..%2F{served.digest}%2Ftool_call.rego"]
+    assert policy_evaluate(*DOCUMENTS[0], bundle=served, engine=engine).as_dict() == before.as_dict()

@@ -158,6 +158,33 @@ def test_agent_lifecycle_over_the_api(demo_registry, platform_user, client_for):
             422,
             "bytes",
         ),
+        (
+            "/api/v1/artifacts/model_config",
+            {
+                "name": "hosted",
+                "content": {
+                    "provider": "openai_compatible",
+                    "model": "m",
+                    "base_url": "https://svc:hunter2@models.example.org/v1",
+                },
+            },
+            422,
+            "must not carry a user or password",
+        ),
+        (
+            "/api/v1/artifacts/tool",
+            {
+                "name": "crm.lookup",
+                "content": {
+                    "side_effect": "read",
+                    "args_schema": {"type": "object"},
+                    "result_schema": {"type": "object"},
+                    "transport": {"type": "http", "url": "https://svc:hunter2@crm.example.org/lookup"},
+                },
+            },
+            422,
+            "must not carry a user or password",
+        ),
         ("/api/v1/artifacts/spells", {"name": "p", "content": {}}, 404, "kind"),
         ("/api/v1/releases", {"workflow": "nope", "policy_bundle": "default"}, 422, "unknown workflow"),
         (
@@ -184,6 +211,8 @@ def test_agent_lifecycle_over_the_api(demo_registry, platform_user, client_for):
         "yaml-deeper-than-the-parser-goes",
         "yaml-deeper-than-the-limit",
         "oversized-rego",
+        "password-in-a-model-url",
+        "password-in-a-tool-url",
         "unknown-kind",
         "unknown-workflow",
         "bad-version",
