@@ -16,8 +16,6 @@ from sandbox import models as sandbox
 from tests.support.waiting import wait_for
 from tests.support.worker import WorkerProcess
 
-pytestmark = [pytest.mark.worker, pytest.mark.usefixtures("worker")]
-
 
 @pytest.fixture
 def worker(committed_db, isolated_celery_queue, tmp_path):
@@ -43,6 +41,8 @@ def catalog_effects(batch_id: str):
     return sandbox.Effect.objects.filter(operation="publish_metadata", args__batch_id=batch_id)
 
 
+@pytest.mark.worker
+@pytest.mark.usefixtures("worker")
 def test_demo_traffic_drives_the_whole_mix_through_the_api(live_server, capsys):
     demo_load()
     before = Run.objects.count()
