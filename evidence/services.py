@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from django.conf import settings
+from django.contrib.auth import get_user_model
 from django.db import transaction
 from django.db.models import Q
 from django.db.models.functions import Now
@@ -172,7 +173,19 @@ def evidence_prepare(*, scope: Scope, format: str, actor: Any) -> EvidencePackag
 @transaction.atomic
 def evidence_export_start(*, scope: Scope, format: str, user, actor: Any) -> EvidenceExport:
     """Queue an export for the evidence page: a worker builds it and reports its progress. The
-    `evidence.exported` event and the export it audits are committed together, or neither is."""
+    `evidence.exported` event and the export it audits are committed together, or neither is.
+    Asked again (a double click) while the same export of the same person is still being built,
+    that export is the answer: nothing is queued or audited twice."""
+    # The person's row orders their requests: of two at once, the second sees the first's export.
+    get_user_model().objects.select_for_update().filter(pk=user.pk).exists()
+    unfinished = EvidenceExport.objects.filter(
+        requested_by=user,
+        scope=scope.as_dict(),
+        format=format,
+        status__in=(EvidenceExport.Status.QUEUED, EvidenceExport.Status.RUNNING),
+    ).first()
+    if unfinished is not None:
+        return unfinished
     package = evidence_prepare(scope=scope, format=format, actor=actor)
     export = EvidenceExport.objects.create(
         scope=scope.as_dict(),

@@ -19,6 +19,7 @@ from evidence.services import (
     export_path,
 )
 from evidence.tasks import sweep_lost_exports
+from tests.integration.races import twice
 
 from .conftest import verifier
 
@@ -111,3 +112,37 @@ def test_the_beat_sweeps_lost_exports_every_interval(settings):
         "task": sweep_lost_exports.name,
         "schedule": settings.EVIDENCE_EXPORT_SWEEP_INTERVAL_SECONDS,
     }
+
+
+@pytest.mark.django_db
+def test_an_export_asked_again_while_it_is_built_is_the_same_export(approved_and_compensated_run, auditor):
+    def ask(format: str = "json") -> EvidenceExport:
+        return evidence_export_start(
+            scope=Scope(run_id=str(approved_and_compensated_run.pk)),
+            format=format,
+            user=auditor,
+            actor=actor_for(auditor),
+        )
+
+    first = ask()
+    assert ask() == first  # a double click
+    assert ask(format="csv") != first  # another package
+    assert AuditEvent.objects.filter(action="evidence.exported").count() == 2
+
+
+@pytest.mark.django_db(transaction=True)
+@pytest.mark.skipif(connection.vendor != "postgresql", reason="two requests at once, on two connections")
+def test_an_export_asked_twice_at_once_is_queued_once(approved_and_compensated_run, auditor):
+    def ask() -> EvidenceExport:
+        return evidence_export_start(
+            scope=Scope(run_id=str(approved_and_compensated_run.pk)),
+            format="json",
+            user=auditor,
+            actor=actor_for(auditor),
+        )
+
+    first, second = twice(ask)
+
+    assert first == second
+    assert EvidenceExport.objects.count() == 1
+    assert AuditEvent.objects.filter(action="evidence.exported").count() == 1
