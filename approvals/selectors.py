@@ -19,7 +19,15 @@ from django.db.models.functions import Coalesce
 
 from controlplane.compiled import compiled_once
 from controlplane.errors import NotFound
-from controlplane.identity import ADMIN, AGENT, AUDITOR, has_role, remember_roles, user_roles
+from controlplane.identity import (
+    ADMIN,
+    AGENT,
+    AUDITOR,
+    credential_in,
+    has_role,
+    remember_roles,
+    user_roles,
+)
 from controlplane.models import ApiKey, AuditEvent
 from registry.models import Release
 from runs.models import PendingAction, Run, StepCheckpoint
@@ -241,8 +249,7 @@ def agent_key_issuer_id(run: Run) -> int | None:
     created = AuditEvent.objects.filter(
         object_type=Run._meta.label_lower, object_id=str(run.pk), action="run.created"
     )
-    created_by = created.values_list("actor", flat=True).first()
-    _, _, prefix = (created_by or "").partition(" key:")
+    prefix = credential_in(created.values_list("actor", flat=True).first() or "")
     if not prefix:
         return None
     return ApiKey.objects.filter(prefix=prefix).values_list("issued_by_id", flat=True).first()

@@ -72,7 +72,15 @@ class Actor:
 
     def __str__(self) -> str:
         label = f"{self.kind}:{self.name}"
-        return f"{label} key:{self.credential}" if self.credential else label
+        return f"{label}{_CREDENTIAL}{self.credential}" if self.credential else label
+
+
+_CREDENTIAL = " key:"
+
+
+def credential_in(label: str) -> str:
+    """The API key prefix an actor's audit label names (see `Actor.__str__`); "" for none."""
+    return label.partition(_CREDENTIAL)[2]
 
 
 def actor_for(user: AbstractBaseUser, api_key: ApiKey | None = None) -> Actor:

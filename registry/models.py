@@ -1,5 +1,7 @@
 """The registry: who the agents are, what exactly they run, and where each release is live."""
 
+import re
+
 from django.conf import settings
 from django.db import models
 from django.db.models.functions import Now
@@ -126,6 +128,9 @@ class Release(models.Model):
     make the same release. Channels point at releases; rollback re-points a channel.
     """
 
+    ID_PREFIX = "rel_"
+    ID_PATTERN = re.compile(r"rel_[0-9a-f]{16}")
+
     id = models.CharField(max_length=40, primary_key=True)
     workflow = models.CharField(max_length=100)
     digest = models.CharField(max_length=64, unique=True)
@@ -142,6 +147,11 @@ class Release(models.Model):
 
     def __str__(self) -> str:
         return f"{self.id} ({self.workflow})"
+
+    @classmethod
+    def id_for(cls, manifest_digest: str) -> str:
+        """The id of the release whose canonical manifest has this sha256."""
+        return f"{cls.ID_PREFIX}{manifest_digest[:16]}"
 
 
 class ReleaseArtifact(models.Model):

@@ -82,7 +82,7 @@ def replay_request(
             requested_by=user,
         )
         _audit_requested(actor_for(user, api_key), replay)
-        transaction.on_commit(lambda: _enqueue(replay.pk))
+        _enqueue_on_commit(replay.pk)
     return replay
 
 
@@ -97,7 +97,7 @@ def replay_shadow(*, run: Run) -> Replay:
             shadow=True,
         )
         _audit_requested(SHADOW_ACTOR, replay)
-        transaction.on_commit(lambda: _enqueue(replay.pk))
+        _enqueue_on_commit(replay.pk)
     return replay
 
 
@@ -219,7 +219,7 @@ def replay_batch_request(
             {"batch": batch.pk, "last_n": last_n, "reason": reason},
             release_id=release.pk,
         )
-        transaction.on_commit(lambda: _enqueue_batch(batch.pk))
+        _enqueue_batch_on_commit(batch.pk)
     return batch
 
 
@@ -356,7 +356,7 @@ def _replay_requeue(replay_id: int, lost: Q) -> bool:
         run_id=replay.run_id,
         release_id=replay.release_id,
     )
-    transaction.on_commit(lambda: _enqueue(replay_id))
+    _enqueue_on_commit(replay_id)
     return True
 
 
@@ -372,7 +372,7 @@ def _batch_requeue(batch_id: int, lost: Q) -> bool:
         {"batch": batch.pk},
         release_id=batch.release_id,
     )
-    transaction.on_commit(lambda: _enqueue_batch(batch_id))
+    _enqueue_batch_on_commit(batch_id)
     return True
 
 
@@ -430,13 +430,13 @@ def _actor_of(user: AbstractBaseUser | None) -> Any:
     return actor_for(user) if user is not None else SHADOW_ACTOR
 
 
-def _enqueue(replay_id: int) -> None:
+def _enqueue_on_commit(replay_id: int) -> None:
     from .tasks import execute_replay
 
-    broker.send(execute_replay, replay_id, if_lost=SENT_AGAIN_IF_LOST)
+    broker.send_on_commit(execute_replay, replay_id, if_lost=SENT_AGAIN_IF_LOST)
 
 
-def _enqueue_batch(batch_id: int) -> None:
+def _enqueue_batch_on_commit(batch_id: int) -> None:
     from .tasks import execute_replay_batch
 
-    broker.send(execute_replay_batch, batch_id, if_lost=SENT_AGAIN_IF_LOST)
+    broker.send_on_commit(execute_replay_batch, batch_id, if_lost=SENT_AGAIN_IF_LOST)

@@ -5,7 +5,6 @@ rendered as JSON or plain text and always escaped by the templates.
 """
 
 import json
-import re
 from typing import Any
 
 from django import forms
@@ -30,8 +29,6 @@ from .models import Effect, MapBranch, Payload, PendingAction, Run, StepCheckpoi
 from .services import run_cancel, run_discard, run_retry
 from .services.operations import CANCELLABLE, DEAD_LETTERS, RETRYABLE
 from .workflows import BUILTIN_WORKFLOWS
-
-WHOLE_RELEASE_ID = re.compile(r"rel_[0-9a-f]{16}")  # as the registry names releases
 
 AGES = {"hour": ("last hour", 3600), "day": ("last day", 86_400), "week": ("last week", 7 * 86_400)}
 
@@ -75,9 +72,9 @@ def _release_matches(typed: str) -> Q:
     """Runs of the release with this id, or whose id starts so (`rel_` may be left out). A whole
     id is matched exactly, which the release index answers: the links pass whole ids, and the
     filtered rows refresh every 3 seconds."""
-    typed = typed.lower()
-    prefix = typed if typed.startswith("rel_") or "rel_".startswith(typed) else f"rel_{typed}"
-    if WHOLE_RELEASE_ID.fullmatch(prefix):
+    typed, known = typed.lower(), Release.ID_PREFIX
+    prefix = typed if typed.startswith(known) or known.startswith(typed) else f"{known}{typed}"
+    if Release.ID_PATTERN.fullmatch(prefix):
         return Q(release_id=prefix)
     return Q(release_id__startswith=prefix)
 

@@ -130,7 +130,7 @@ def release_create(
     try:
         with transaction.atomic():
             release = Release.objects.create(
-                id=f"rel_{manifest_digest[:16]}",
+                id=Release.id_for(manifest_digest),
                 workflow=workflow.name,
                 digest=manifest_digest,
                 manifest=manifest,

@@ -1,16 +1,17 @@
 """Decisions racing each other on PostgreSQL: the request's row lock lets exactly one win."""
 
-import threading
+from collections.abc import Callable
 
 import pytest
 from django.db import connection
 
 from approvals import services
 from approvals.models import ApprovalDecision
-from controlplane.errors import Conflict, ServiceError
+from controlplane.errors import Conflict
 from controlplane.models import AuditEvent
 from runs.models import PendingAction, Run
 from tests.factories import UserFactory
+from tests.integration.races import at_once
 
 pytestmark = [
     pytest.mark.django_db(transaction=True),
@@ -20,26 +21,13 @@ pytestmark = [
 
 def race(pending: PendingAction, users: list) -> list:
     """Every user decides at the same moment, each on its own connection; their outcomes."""
-    start = threading.Barrier(len(users))
-    outcomes: list = [None] * len(users)
 
-    def decide(i: int, user) -> None:
-        try:
-            start.wait()
-            outcomes[i] = services.approval_decide(
-                pending_action_id=pending.pk, decision="approve", reason="go", user=user
-            )
-        except ServiceError as error:
-            outcomes[i] = error
-        finally:
-            connection.close()
+    def decide(user) -> Callable[[], ApprovalDecision]:
+        return lambda: services.approval_decide(
+            pending_action_id=pending.pk, decision="approve", reason="go", user=user
+        )
 
-    threads = [threading.Thread(target=decide, args=(i, user)) for i, user in enumerate(users)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join(timeout=60)
-    return outcomes
+    return at_once(*(decide(user) for user in users))
 
 
 @pytest.fixture
